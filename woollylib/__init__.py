@@ -1,0 +1,44 @@
+"""woollylib: train and explain image classifiers on CIFAR-10-sized data.
+
+Importing the package is cheap and has no side effects: no network access, no RNG seeding, no
+device selection. Submodules load on first attribute access::
+
+    import woollylib
+    woollylib.models.get_model("resnet18")      # imports woollylib.models now
+
+    from woollylib import main                  # the notebook API
+"""
+
+import importlib
+import os
+
+from ._version import __version__
+
+# albumentations checks PyPI for a newer release on import unless told not to; a library must not
+# reach the network behind its user's back. Users who want the check can set the variable to "0".
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+_SUBMODULES = (
+    "bp",
+    "cli",
+    "device",
+    "main",
+    "models",
+    "preloading",
+    "report",
+    "scheduler",
+    "training",
+    "utils",
+)
+
+__all__ = ["__version__", *_SUBMODULES]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'woollylib' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
