@@ -1,0 +1,266 @@
+"""Grad-CAM and friends for a batch of images, per named stage, on top of ``pytorch_grad_cam``.
+
+Usage::
+
+    from woollylib.utils.gradcam import compute_cams, overlay, list_cam_methods
+
+    cams = compute_cams(model, images, stages=("layer3", "layer4"), method="gradcam")
+    cams["layer3"].shape                      # (B, H, W) float32 in [0, 1], one map per image
+    pixels = data.denormalize(images)         # (B, 3, H, W) in [0, 1]: overlay in pixel space
+    shown = overlay(pixels[0], cams["layer3"][0], alpha=0.5)   # (H, W, 3) float32 in [0, 1]
+
+``images`` are the *normalised* tensors the model eats. The target is the predicted class of each
+image unless ``targets`` gives one class index per image. Hooks are released on exit (the library's
+context manager), the model's train/eval mode, ``requires_grad`` flags and ``.grad`` tensors are
+restored, and the call works inside ``torch.no_grad()``. Everything runs on the model's device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+# name -> class name in pytorch_grad_cam (resolved lazily: the import is heavy)
+_METHODS = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "eigencam": "EigenCAM",
+    "eigengradcam": "EigenGradCAM",
+    "layercam": "LayerCAM",
+    "scorecam": "ScoreCAM",
+    "hirescam": "HiResCAM",
+    "ablationcam": "AblationCAM",
+    "gradcamelementwise": "GradCAMElementWise",
+    "kpcacam": "KPCA_CAM",
+    "randomcam": "RandomCAM",
+}
+_ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "kpca": "kpcacam"}
+
+
+def list_cam_methods() -> list[str]:
+    """Names accepted by ``compute_cams(method=...)`` (case, '-', '_' and spaces are ignored)."""
+    return list(_METHODS)
+
+
+def _method_class(method: str):
+    key = str(method).lower().replace("-", "").replace("_", "").replace(" ", "")
+    key = _ALIASES.get(key, key)
+    if key not in _METHODS:
+        raise ValueError(
+            f"Unknown CAM method {method!r}. Known methods: {', '.join(_METHODS)}. "
+            "Pass one of these names as method=..."
+        )
+    import pytorch_grad_cam
+
+    return key, getattr(pytorch_grad_cam, _METHODS[key])
+
+
+def _registry():
+    """``woollylib.models`` stage helpers, or ``(None, None)`` while that package lacks them."""
+    try:
+        from woollylib.models import get_stage, get_stages
+    except ImportError:
+        return None, None
+    return get_stage, get_stages
+
+
+def _candidate_stages(model: nn.Module) -> list[str]:
+    _, get_stages = _registry()
+    if getattr(model, "stage_names", None):
+        if get_stages is not None:
+            with contextlib.suppress(Exception):
+                return list(get_stages(model))
+        return list(model.stage_names)
+    return [name for name, _ in model.named_children()]
+
+
+def resolve_stage(model: nn.Module, stage: str | nn.Module) -> nn.Module:
+    """The sub-module called ``stage`` (registry stage name, or a dotted attribute path).
+
+    Models that declare ``stage_names`` go through ``woollylib.models.get_stage``; any module also
+    accepts ``model.get_submodule(stage)`` paths, so ``"layer3"`` or ``"layer3.1"`` both work.
+    A missing stage raises ValueError listing the stages the model has.
+    """
+    if isinstance(stage, nn.Module):
+        return stage
+    stage = str(stage)
+    if getattr(model, "stage_names", None):
+        get_stage, _ = _registry()
+        if get_stage is not None:
+            with contextlib.suppress(ValueError, KeyError, AttributeError):
+                return get_stage(model, stage)
+    if stage:
+        with contextlib.suppress(AttributeError):
+            return model.get_submodule(stage)
+    raise ValueError(
+        f"{type(model).__name__} has no stage {stage!r}. Stages it has: "
+        f"{', '.join(_candidate_stages(model))}. Pass one of these (or a dotted path such as "
+        "'layer3.1') as stages=..."
+    )
+
+
+@contextlib.contextmanager
+def explain_mode(model: nn.Module):
+    """Eval mode with gradients enabled; restores mode, requires_grad flags and ``.grad`` after.
+
+    Parameters are frozen inside, so explaining a batch never touches the optimiser's gradients
+    and skips the weight-gradient work; gradients still flow to the activations through the input.
+    """
+    was_training = model.training
+    params = list(model.parameters())
+    saved = [(p, p.requires_grad, p.grad) for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        model.eval()
+        with torch.enable_grad():
+            yield model
+    finally:
+        for p, flag, grad in saved:
+            p.requires_grad_(flag)
+            p.grad = grad
+        model.train(was_training)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _targets(targets, n: int, num_outputs: int | None):
+    if targets is None:
+        return None
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if isinstance(targets, int | np.integer):
+        labels = [int(targets)] * n
+    else:
+        labels = [int(t) for t in (targets.tolist() if hasattr(targets, "tolist") else targets)]
+    if len(labels) != n:
+        raise ValueError(
+            f"targets has {len(labels)} labels for {n} images: give one class index per image "
+            "(or None to explain the predicted class)."
+        )
+    if num_outputs is not None and any(not 0 <= t < num_outputs for t in labels):
+        raise ValueError(
+            f"targets must be class indices in [0, {num_outputs}); got {sorted(set(labels))}."
+        )
+    return [ClassifierOutputTarget(t) for t in labels]
+
+
+def compute_cams(
+    model: nn.Module,
+    images: torch.Tensor,
+    stages: str | nn.Module | Iterable[str | nn.Module] = ("layer3",),
+    method: str = "gradcam",
+    targets: Sequence[int] | torch.Tensor | np.ndarray | int | None = None,
+    *,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+) -> dict[str, np.ndarray]:
+    """Class-activation maps of a batch for each stage.
+
+    Args:
+        model: classifier returning logits (B, K).
+        images: normalised input batch (B, C, H, W) or one image (C, H, W); moved to the model's device.
+        stages: stage name(s) (``"layer3"``) or modules; see :func:`resolve_stage`.
+        method: one of :func:`list_cam_methods`.
+        targets: class index per image (e.g. the true labels); ``None`` explains the prediction.
+        aug_smooth / eigen_smooth: pytorch_grad_cam's test-time-augmentation / SVD smoothing.
+
+    Returns:
+        ``{stage_name: float32 array (B, H, W)}``, each map scaled to [0, 1] per image, at input
+        resolution. Module stages are keyed by their qualified name in the model.
+    """
+    key, cam_class = _method_class(method)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B, C, H, W); got {type(images).__name__}.")
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W); got {tuple(images.shape)}.")
+    if isinstance(stages, str | nn.Module):
+        stages = [stages]
+    stages = list(stages)
+    if not stages:
+        raise ValueError("stages is empty: name at least one stage, e.g. stages=('layer3',).")
+    module_names = {id(m): n for n, m in model.named_modules()}
+    layers = {}
+    for stage in stages:  # resolve all first, so a bad name fails before any work
+        name = stage if isinstance(stage, str) else module_names.get(id(stage), type(stage).__name__)
+        layers[name] = resolve_stage(model, stage)
+
+    device = model_device(model)
+    # a fresh leaf that requires grad: gradients reach the stages even with frozen parameters
+    x = images.detach().to(device).clone().requires_grad_(True)
+    out: dict[str, np.ndarray] = {}
+    with explain_mode(model):
+        cam_targets = None
+        if targets is not None:
+            with torch.no_grad():
+                num_outputs = model(x[:1]).shape[-1]
+            cam_targets = _targets(targets, x.shape[0], num_outputs)
+        for name, layer in layers.items():
+            with cam_class(model=model, target_layers=[layer]) as cam:
+                if key == "scorecam":
+                    cam.batch_size = 64  # masked images per forward pass
+                try:
+                    maps = cam(
+                        input_tensor=x,
+                        targets=cam_targets,
+                        aug_smooth=aug_smooth,
+                        eigen_smooth=eigen_smooth,
+                    )
+                except IndexError as err:  # the library's __exit__ would swallow an IndexError
+                    raise ValueError(f"{method} failed on stage {name!r}: {err}") from err
+            out[name] = np.asarray(maps, dtype=np.float32)
+    return out
+
+
+def overlay(image, cam: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
+    """Heatmap ``cam`` (H, W) in [0, 1] blended over a pixel-space image.
+
+    Args:
+        image: (H, W, 3) or (H, W) array in [0, 1] (uint8 is divided by 255), or a (3, H, W) /
+            (H, W, 3) tensor in [0, 1]. De-normalise first (``data.denormalize(x)``).
+        alpha: weight of the heatmap (0 = image only, 1 = heatmap only).
+        colormap: an OpenCV colormap name (``"jet"``, ``"turbo"``, ``"inferno"``...).
+
+    Returns:
+        float32 (H, W, 3) RGB in [0, 1].
+    """
+    import cv2
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha is the heatmap weight and must be in [0, 1]; got {alpha}.")
+    img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = img.transpose(1, 2, 0)
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) / 255.0
+    img = np.clip(img.astype(np.float32), 0.0, 1.0)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.shape != img.shape[:2]:
+        raise ValueError(
+            f"cam shape {cam.shape} does not match image size {img.shape[:2]}: use maps from "
+            "compute_cams on the same images."
+        )
+    cmap = getattr(cv2, f"COLORMAP_{colormap.upper()}", None)
+    if cmap is None:
+        raise ValueError(f"Unknown OpenCV colormap {colormap!r}; try 'jet', 'turbo' or 'inferno'.")
+    blended = show_cam_on_image(img, np.clip(cam, 0.0, 1.0), use_rgb=True, colormap=cmap,
+                                image_weight=1.0 - alpha)
+    return blended.astype(np.float32) / 255.0
