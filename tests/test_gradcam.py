@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from woollylib.utils.gradcam import compute_cams, list_cam_methods, overlay, resolve_stage
+from woollylib.utils.gradcam import (
+    compute_cams,
+    list_cam_methods,
+    overlay,
+    resolve_stage,
+)
 
 
 class TinyNet(nn.Module):
