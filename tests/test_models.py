@@ -206,6 +206,8 @@ def test_bad_options_and_inputs(models):
         get_model("compact", conv="depthwise")
     with pytest.raises(ValueError, match="unknown downsample"):
         get_model("compact", downsample="pool")
+    with pytest.raises(TypeError, match="skip must be True or False"):
+        get_model("compact", skip="False")
     with pytest.raises(ValueError, match="logit_scale"):
         get_model("custom_resnet", logit_scale=0)
     for name, model in models.items():
@@ -213,6 +215,8 @@ def test_bad_options_and_inputs(models):
             model(torch.randn(2, 1, 32, 32))
         with pytest.raises(ValueError, match="unsqueeze"):
             model(torch.randn(3, 32, 32))
+        with pytest.raises(ValueError, match="in_channels must be a positive int"):
+            get_model(name, in_channels=0)
         gray = get_model(name, in_channels=1).eval()
         assert gray(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 

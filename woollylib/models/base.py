@@ -33,14 +33,18 @@ class ImageClassifier(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless `x` is a (B, in_channels, H, W) batch."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects a batch of shape (B, {self.in_channels}, H, W), "
-                f"got {tuple(x.shape)}: "
-                + ("add a batch dimension with x.unsqueeze(0)" if x.dim() == 3 else
-                   f"build the model with in_channels={x.shape[1]} or convert the images"
-                   if x.dim() == 4 else "pass images as (B, C, H, W)")
-            )
+        if x.dim() == 4 and x.shape[1] == self.in_channels:
+            return
+        if x.dim() == 3:
+            fix = "add a batch dimension with x.unsqueeze(0)"
+        elif x.dim() == 4:
+            fix = f"build the model with in_channels={x.shape[1]} or convert the images"
+        else:
+            fix = "pass images as (B, C, H, W)"
+        raise ValueError(
+            f"{type(self).__name__} expects a batch of shape (B, {self.in_channels}, H, W), "
+            f"got {tuple(x.shape)}: {fix}"
+        )
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -108,7 +108,9 @@ class CompactNet(ImageClassifier):
         for key, val in (("width", width), ("blocks", blocks)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{key} must be a positive int, got {val!r}")
-        self.downsample, self.conv, self.skip = downsample, conv, bool(skip)
+        if not isinstance(skip, bool):
+            raise TypeError(f"skip must be True or False, got {skip!r}: pass a bool, not a string")
+        self.downsample, self.conv, self.skip = downsample, conv, skip
         self.image_size = _pair(image_size)
         if downsample == "dilation" and any(s % 8 or s < 8 for s in self.image_size):
             raise ValueError(f"downsample='dilation' needs image sides divisible by 8 (two halvings "
