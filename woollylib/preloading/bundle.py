@@ -1,0 +1,135 @@
+"""One call from a dataset name to loaders, classes and statistics.
+
+Usage::
+
+    from woollylib.preloading import get_data
+    data = get_data("cifar10", batch_size=512, root="data", seed=0)   # prints the statistics
+    data = get_data("digits", batch_size=64, augment=["horizontal_flip", "rotate"])
+    data = get_data("cifar10", batch_size=512, loader="device", device="cuda")  # batches made on the GPU
+    images, labels = next(iter(data.train_loader))   # float32 (B, 3, 32, 32) normalised, int64 (B,)
+    pixels = data.denormalize(images)                # back to [0, 1] for plotting
+
+Normalisation uses the train split's own channel statistics (``data.stats``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .loaders import make_loader
+from .sources import ImageSource, load_source
+from .stats import channel_stats
+from .transforms import build_transforms, test_transforms, train_transforms
+
+__all__ = ["DataBundle", "get_data"]
+
+
+@dataclass(eq=False)
+class DataBundle:
+    """Loaders plus everything needed to read their batches (classes, mean/std on the 0-1 scale)."""
+
+    train_loader: Any
+    test_loader: Any
+    train_source: ImageSource
+    test_source: ImageSource
+    classes: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    stats: dict = field(repr=False)
+    train_transform: Any = field(default=None, repr=False)  # None for loader="device"
+    test_transform: Any = field(default=None, repr=False)
+    name: str = "data"
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo Normalize: (B, C, H, W) or (C, H, W) -> float tensor in [0, 1] on x's device."""
+        if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or x.shape[-3] != len(self.mean):
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"denormalize needs a tensor (B, {len(self.mean)}, H, W) or ({len(self.mean)}, H, W), got {shape}")
+        x = x.detach().float()
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x * std + mean).clamp_(0.0, 1.0)
+
+
+def get_data(
+    name: str | tuple[ImageSource, ImageSource] = "cifar10",
+    batch_size: int = 512,
+    root: str | os.PathLike = "data",
+    download: bool = True,
+    loader: str = "albumentations",
+    seed: int | None = None,
+    device: Any = None,
+    num_workers: int | None = None,
+    augment: list | dict | bool | None = None,
+    test_batch_size: int | None = None,
+    verbose: bool = True,
+    loader_kw: dict | None = None,
+    **kw: Any,
+) -> DataBundle:
+    """Load a dataset and build its train/test loaders.
+
+    name: a ``list_sources()`` name, or a ``(train_source, test_source)`` pair of ImageSources.
+    loader: "albumentations" (DataLoader over the CIFAR preset; ``augment`` replaces the preset with a
+    ``build_transforms`` spec, ``augment=False`` trains without augmentation) or "device" (woollylib's
+    DeviceLoader: whole batches augmented on ``device``). ``loader_kw`` goes to make_loader /
+    DeviceLoader, ``kw`` to the source loader (e.g. ``test_fraction=`` for digits).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if loader not in ("albumentations", "device"):
+        raise ValueError(f"unknown loader {loader!r}; use 'albumentations' or 'device'")
+    if isinstance(name, (tuple, list)) and len(name) == 2 and all(isinstance(s, ImageSource) for s in name):
+        train_source, test_source = name
+        label = train_source.name
+    else:
+        train_source = load_source(name, train=True, root=root, download=download, **kw)
+        test_source = load_source(name, train=False, root=root, download=download, **kw)
+        label = str(name)
+    for src in (train_source, test_source):
+        if len(src) == 0:
+            raise ValueError(f"source {src.name!r} is empty: a dataset needs at least one image")
+    if train_source.image_size != test_source.image_size:
+        raise ValueError(f"train images are {train_source.image_size} but test images {test_source.image_size}; resize one split")
+    stats = channel_stats(train_source, verbose=verbose)
+    mean, std = stats["mean"], tuple(max(s, 1e-3) for s in stats["std"])  # guard a constant channel
+    test_bs = test_batch_size or batch_size
+    extra = dict(loader_kw or {})
+    seeds = (None, None) if seed is None else (seed, seed + 1)
+
+    if loader == "device":
+        from .device_loader import DeviceLoader
+
+        train_loader = DeviceLoader(train_source, batch_size, train=True, mean=mean, std=std, device=device,
+                                    seed=seeds[0], **extra)
+        test_loader = DeviceLoader(test_source, test_bs, train=False, mean=mean, std=std, device=device,
+                                   seed=seeds[1], **extra)
+        train_tf = test_tf = None
+    else:
+        size = train_source.image_size[0]
+        if augment is None or augment is True:
+            train_tf = train_transforms(mean, std, size=size)
+        elif augment is False:
+            train_tf = test_transforms(mean, std)
+        else:
+            train_tf = build_transforms(augment, mean, std)
+        test_tf = test_transforms(mean, std)
+        common = dict(num_workers=num_workers, device=device, **extra)
+        train_loader = make_loader(train_source, train_tf, batch_size, train=True, seed=seeds[0], **common)
+        test_loader = make_loader(test_source, test_tf, test_bs, train=False, seed=seeds[1], **common)
+    return DataBundle(
+        train_loader=train_loader,
+        test_loader=test_loader,
+        train_source=train_source,
+        test_source=test_source,
+        classes=list(train_source.classes),
+        mean=tuple(mean),
+        std=tuple(std),
+        stats=stats,
+        train_transform=train_tf,
+        test_transform=test_tf,
+        name=label,
+    )
