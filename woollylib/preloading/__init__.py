@@ -15,6 +15,7 @@ Modules: ``sources`` (ImageSource, CIFAR-10, digits, arrays, folders), ``stats``
 from __future__ import annotations
 
 from .bundle import DataBundle, get_data
+from .device_loader import DeviceLoader as DeviceLoader
 from .loaders import (
     AlbumentationsDataset,
     EpochSampler,

@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..device import resolve_device
+
 __all__ = ["DeviceLoader"]
 
 _PAD_MODES = {"constant": "constant", "reflect_101": "reflect_101", "reflect101": "reflect_101",
@@ -98,7 +100,7 @@ class DeviceLoader:
         mean: Any = None,
         std: Any = None,
         *,
-        device: str | torch.device | None = "cpu",
+        device: str | torch.device | None = None,  # None/"auto": cuda > mps > cpu
         crop_pad: int = 4,  # px of padding per side; 0: no crop
         pad_mode: str | int = "constant",  # see module docstring; the preset pads with the mean colour
         pad_fill: Any = "mean",  # 0-255, for pad_mode="constant"
@@ -153,7 +155,7 @@ class DeviceLoader:
         if len(self.mean) != c or len(self.std) != c or min(self.std) <= 0:
             raise ValueError(f"mean and std need {c} values on the 0-1 scale, std > 0; got {mean}, {std}")
 
-        self.device = torch.device(device if device is not None else "cpu")
+        self.device = resolve_device(device)
         self.batch_size, self.train = int(batch_size), bool(train)
         self.shuffle = self.train if shuffle is None else bool(shuffle)
         self.drop_last = self.train if drop_last is None else bool(drop_last)
