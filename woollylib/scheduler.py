@@ -201,7 +201,7 @@ SUGGESTIONS = ("valley", "steepest")
 def _valley(losses) -> int:
     """fastai's "valley": the longest (not necessarily contiguous) strictly decreasing run of the
     loss curve, found by dynamic programming over all earlier points; the suggestion sits a
-    little past its middle (start + int(L/3) + int(L/6) with L = its span)."""
+    little before its middle (start + int(L/3) + int(L/6) with L = its span)."""
     n = len(losses)
     lds = [1] * n  # length of the longest decreasing sequence ending at i
     max_start = max_end = 0
@@ -213,7 +213,8 @@ def _valley(losses) -> int:
                 max_end = i
                 max_start = max_end - lds[max_end]
     sections = (max_end - max_start) / 3
-    return max_start + int(sections) + int(sections / 2)
+    # fastai's start is one before the valley when it begins at 0; never wrap around to the end
+    return max(0, max_start + int(sections) + int(sections / 2))
 
 
 def suggest_lr(lrs, losses, method: str = "valley", skip_start: int | None = None,
