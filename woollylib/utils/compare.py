@@ -1,0 +1,162 @@
+"""Optimizer comparison: the same model, the same initial weights, the same batches, several optimizers.
+
+Usage::
+
+    from woollylib.utils.compare import compare_optimizers
+    from woollylib.utils.visualize import plot_optimizer_comparison
+
+    histories = compare_optimizers(model, data, device="cpu", epochs=3,
+                                   optimizers=("sgd", "adam", "adamw", "rmsprop", "adagrad"),
+                                   lrs={"sgd": 0.05})        # others keep DEFAULT_LRS
+    plot_optimizer_comparison(histories, save_path="optimizers.png")
+
+Each optimizer trains a deep copy of ``model`` loaded with one snapshot of its initial state dict
+(``model`` itself is not changed) through the engine's ``train_epoch``/``evaluate``. With ``seed``
+the torch RNG is re-seeded identically for every optimizer inside ``torch.random.fork_rng`` (so
+shuffling, dropout and augmentation repeat and the caller's RNG state is left alone), and loaders
+with ``set_epoch`` are re-wound per epoch. A run whose loss turns NaN/inf stops there (warned),
+keeping the epochs it finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+
+from torch import nn
+
+# initial learning rates that train small CIFAR-style nets without a schedule
+DEFAULT_LRS = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
+# extra optimizer arguments per name (rmsprop with momentum 0.9 at 1e-3 often diverges)
+DEFAULT_KW = {"sgd": {"momentum": 0.9}, "rmsprop": {"momentum": 0.0}}
+
+
+def _new_history():
+    try:
+        from woollylib.training import History
+    except ImportError:  # pragma: no cover - training.py is part of the package
+        return {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": [], "lr": [],
+                "epoch_time": []}
+    return History()
+
+
+def _append(history, **row) -> None:
+    if hasattr(history, "append") and not isinstance(history, dict):
+        history.append(**row)
+        return
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch_time"):
+        history[key].append(float(row[key]))
+    history["lr"].extend(float(x) for x in row["lrs"])
+
+
+def compare_optimizers(
+    model: nn.Module,
+    data=None,
+    *,
+    train_loader=None,
+    test_loader=None,
+    optimizers: Sequence[str] = ("sgd", "adam", "adamw", "rmsprop", "adagrad"),
+    epochs: int = 3,
+    device=None,
+    lrs: Mapping[str, float] | None = None,
+    optimizer_kw: Mapping[str, dict] | None = None,
+    weight_decay: float = 0.0,
+    scheduler: str | None = None,
+    seed: int | None = 0,
+    amp=False,
+    progress=False,
+    verbose: bool = True,
+) -> dict:
+    """Train a copy of ``model`` per optimizer from identical weights; return their histories.
+
+    Args:
+        model: the network; its initial weights are snapshotted once (``model`` stays untouched).
+        data: a DataBundle (``train_loader``/``test_loader``), or pass the loaders directly.
+        optimizers: names for ``woollylib.bp.get_optimizer``.
+        epochs: epochs per optimizer.
+        device: where to train (default: the model's device).
+        lrs: learning rate per optimizer name (default :data:`DEFAULT_LRS`); with
+            ``scheduler="onecycle"`` it is the peak (max_lr) of the cycle.
+        optimizer_kw: extra ``get_optimizer`` arguments per name (merged over :data:`DEFAULT_KW`).
+        weight_decay: L2 weight decay for every optimizer.
+        scheduler: None (constant lr) or a ``woollylib.scheduler.get_scheduler`` name.
+        seed: re-seed torch identically before each run (None: no seeding).
+        amp, progress: passed to ``train_epoch``.
+
+    Returns:
+        ``{name: History}`` in the order given (lists per epoch; ``lr`` per step).
+    """
+    import torch
+
+    from woollylib.bp import engine
+    from woollylib.bp.optimizer import get_optimizer, list_optimizers
+    from woollylib.scheduler import (
+        get_scheduler,
+        scheduler_steps_per_batch,
+        step_epoch_scheduler,
+    )
+    from woollylib.utils.gradcam.core import model_device
+
+    if data is not None:
+        train_loader = train_loader or data.train_loader
+        test_loader = test_loader or data.test_loader
+    if train_loader is None or test_loader is None:
+        raise ValueError("pass a DataBundle as data, or both train_loader= and test_loader=.")
+    if isinstance(optimizers, str):
+        optimizers = [optimizers]
+    unknown = [o for o in optimizers if str(o).lower() not in list_optimizers()]
+    if unknown or not optimizers:
+        raise ValueError(f"unknown optimizer(s) {unknown}; choose from {list_optimizers()}.")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer; got {epochs!r}.")
+    device = torch.device(device) if device is not None else model_device(model)
+    lrs = {**DEFAULT_LRS, **(lrs or {})}
+    initial = copy.deepcopy(model.state_dict())  # one snapshot: every run starts from it
+    fork_devices = [device] if device.type == "cuda" else []
+
+    histories = {}
+    for name in optimizers:
+        key = str(name).lower()
+        net = copy.deepcopy(model)
+        net.load_state_dict(initial)
+        net.to(device)
+        kw = {**DEFAULT_KW.get(key, {}), **dict((optimizer_kw or {}).get(name, {}))}
+        lr = lrs.get(key, lrs.get(name))
+        if lr is None:
+            raise ValueError(f"no learning rate for {name!r}: pass lrs={{{name!r}: ...}}.")
+        history = _new_history()
+        with torch.random.fork_rng(devices=fork_devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            opt = get_optimizer(key, net, lr=lr, weight_decay=weight_decay, **kw)
+            sched = get_scheduler(scheduler, opt, max_lr=lr, epochs=epochs,
+                                  steps_per_epoch=len(train_loader)) if scheduler else None
+            per_batch = scheduler_steps_per_batch(sched)
+            for epoch in range(epochs):
+                for loader in (train_loader, test_loader):
+                    if hasattr(loader, "set_epoch"):
+                        loader.set_epoch(epoch)
+                start = time.perf_counter()
+                try:
+                    train = engine.train_epoch(net, train_loader, opt, device=device,
+                                               scheduler=sched if per_batch else None, amp=amp,
+                                               progress=progress, epoch=epoch + 1)
+                except engine.NonFiniteLossError as err:
+                    warnings.warn(f"{name}: {err}; stopped after {epoch} epoch(s). Try a "
+                                  f"smaller lrs[{name!r}].", stacklevel=2)
+                    break
+                test = engine.evaluate(net, test_loader, device=device, amp=amp)
+                if sched is not None and not per_batch:
+                    step_epoch_scheduler(sched, test["loss"])
+                _append(history, train_loss=train["loss"], train_acc=train["acc"],
+                        test_loss=test["loss"], test_acc=test["acc"], lrs=train["lrs"],
+                        epoch_time=time.perf_counter() - start)
+                if verbose:
+                    print(f"{name:>8} epoch {epoch + 1}/{epochs}: train loss {train['loss']:.4f} "
+                          f"acc {train['acc']:.2f}% | test loss {test['loss']:.4f} "
+                          f"acc {test['acc']:.2f}%")
+        histories[name] = history
+    return histories
+
