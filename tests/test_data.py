@@ -401,6 +401,17 @@ def test_get_data_from_sources_and_options():
     assert type(preset.train_transform.transforms[-3]).__name__ == "CoarseDropout"
 
 
+def test_get_data_device_loader_path():
+    data = P.get_data("digits", batch_size=64, loader="device", device="cpu", seed=0, verbose=False)
+    assert isinstance(data.train_loader, P.DeviceLoader) and data.train_transform is None
+    x, y = next(iter(data.train_loader))
+    assert x.shape == (64, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    xt, yt = next(iter(data.test_loader))  # in order, no augmentation: denormalize gives the pixels back
+    assert yt.tolist() == data.test_source.labels[:64].tolist()
+    pixels = data.denormalize(xt).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(pixels, data.test_source.images[:64] / 255.0, atol=1e-5)
+
+
 def test_get_data_errors():
     with pytest.raises(ValueError, match=r"unknown dataset 'imagenet'.*cifar10"):
         P.get_data("imagenet", batch_size=8)

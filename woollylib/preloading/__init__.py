@@ -53,6 +53,7 @@ __all__ = [
     "CIFAR10_URL",
     "AlbumentationsDataset",
     "DataBundle",
+    "DeviceLoader",
     "EpochSampler",
     "ImageSource",
     "SeededDataLoader",
