@@ -317,7 +317,8 @@ def find_lr(
 
         def inputs_labels_from_batch(self, batch_data):
             _Iter.count += 1
-            return _unpack(batch_data, _Iter.count - 1)
+            images, labels = _unpack(batch_data, _Iter.count - 1)
+            return images, labels.long()
 
         @property
         def dataset(self):
