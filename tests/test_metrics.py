@@ -45,12 +45,15 @@ def test_predict_matches_direct_softmax(setup):
     assert p.accuracy == pytest.approx(100 * (direct.argmax(1) == y).float().mean().item())
 
 
-def test_predict_flip_tta_averages_flipped(setup):
+def test_predict_flip_tta_averages_logits_like_the_engine(setup):
     model, loader, x, _, _ = setup
     p = metrics.predict(model, loader, "cpu", tta_flip=True)
     with torch.no_grad():
-        direct = (model(x).softmax(1) + model(torch.flip(x, dims=[3])).softmax(1)) / 2
+        direct = ((model(x) + model(torch.flip(x, dims=[3]))) / 2).softmax(1)
     torch.testing.assert_close(p.probs, direct)
+    from woollylib.bp.engine import evaluate
+
+    assert p.accuracy == pytest.approx(evaluate(model, loader, device="cpu", tta_flip=True)["acc"])
 
 
 def test_predict_restores_training_mode(setup):

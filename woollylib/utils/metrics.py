@@ -86,10 +86,10 @@ def _loader_of(loader):
 
 @torch.no_grad()
 def _batch_probs(model: nn.Module, images: torch.Tensor, tta_flip: bool) -> torch.Tensor:
-    probs = model(images).float().softmax(dim=1)
-    if tta_flip:  # average with the horizontally flipped image (W is the last dim)
-        probs = (probs + model(images.flip(-1)).float().softmax(dim=1)) / 2
-    return probs
+    logits = model(images).float()
+    if tta_flip:  # average the logits with the horizontally flipped image's, as the engine's evaluate
+        logits = (logits + model(images.flip(-1)).float()) / 2
+    return logits.softmax(dim=1)
 
 
 def _iterate(model, loader, device, tta_flip):
@@ -108,7 +108,11 @@ def _iterate(model, loader, device, tta_flip):
 def predict(
     model: nn.Module, loader, device: str | torch.device | None = None, tta_flip: bool = False
 ) -> Predictions:
-    """Softmax probabilities and labels over the whole loader (optionally with flip TTA)."""
+    """Softmax probabilities and labels over the whole loader.
+
+    ``tta_flip``: softmax of the mean of the logits of each image and its horizontal flip (the same
+    rule as ``bp.engine.evaluate``, so accuracies agree with the training history).
+    """
     device = _device_of(model, device)
     all_probs, all_labels = [], []
     for _, labels, probs in _iterate(model, loader, device, tta_flip):
