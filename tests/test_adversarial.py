@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from woollylib.preloading import load_source
 from woollylib.utils.adversarial import (
     attack_success_rate,
     evaluate_attack,
@@ -22,21 +23,10 @@ MEAN, STD = (0.2, 0.2, 0.2), (0.3, 0.3, 0.3)  # pixel units
 
 
 def digits_pixels(n: int = 600):
-    """Real digits images as float pixels (N, 3, 32, 32) in [0, 1] and labels."""
-    try:
-        from woollylib.preloading import load_source
-
-        src = load_source("digits", train=True)
-        images, labels = src.images[:n], src.labels[:n]
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    except ImportError:  # DATA's package not there yet: the same images from scikit-learn
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        x = torch.from_numpy(d.images[:n] / 16.0).float()[:, None]
-        x = F.interpolate(x, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
-        labels = d.target[:n]
-    return x.clamp(0, 1), torch.as_tensor(np.asarray(labels)).long()
+    """Real digits images (DATA's source) as float pixels (N, 3, 32, 32) in [0, 1] and labels."""
+    src = load_source("digits", train=True)
+    x = torch.from_numpy(src.images[:n]).permute(0, 3, 1, 2).float() / 255.0
+    return x, torch.as_tensor(np.asarray(src.labels[:n])).long()
 
 
 class SmallNet(nn.Module):

@@ -29,8 +29,10 @@ from torch import nn
 
 # initial learning rates that train small CIFAR-style nets without a schedule
 DEFAULT_LRS = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
-# extra optimizer arguments per name (rmsprop with momentum 0.9 at 1e-3 often diverges)
-DEFAULT_KW = {"sgd": {"momentum": 0.9}, "rmsprop": {"momentum": 0.0}}
+# extra optimizer arguments per name (rmsprop with momentum 0.9 at 1e-3 often diverges; adamw
+# without weight decay would be adam, so it keeps torch's default decoupled decay 0.01)
+DEFAULT_KW = {"sgd": {"momentum": 0.9}, "rmsprop": {"momentum": 0.0},
+              "adamw": {"weight_decay": 1e-2}}
 
 
 def _new_history():
@@ -62,7 +64,7 @@ def compare_optimizers(
     device=None,
     lrs: Mapping[str, float] | None = None,
     optimizer_kw: Mapping[str, dict] | None = None,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
     scheduler: str | None = None,
     seed: int | None = 0,
     amp=False,
@@ -80,7 +82,7 @@ def compare_optimizers(
         lrs: learning rate per optimizer name (default :data:`DEFAULT_LRS`); with
             ``scheduler="onecycle"`` it is the peak (max_lr) of the cycle.
         optimizer_kw: extra ``get_optimizer`` arguments per name (merged over :data:`DEFAULT_KW`).
-        weight_decay: L2 weight decay for every optimizer.
+        weight_decay: weight decay for every optimizer (None: 0, except adamw's 0.01).
         scheduler: None (constant lr) or a ``woollylib.scheduler.get_scheduler`` name.
         seed: re-seed torch identically before each run (None: no seeding).
         amp, progress: passed to ``train_epoch``.
@@ -122,7 +124,10 @@ def compare_optimizers(
         net = copy.deepcopy(model)
         net.load_state_dict(initial)
         net.to(device)
-        kw = {**DEFAULT_KW.get(key, {}), **dict((optimizer_kw or {}).get(name, {}))}
+        kw = {"weight_decay": 0.0, **DEFAULT_KW.get(key, {})}
+        if weight_decay is not None:
+            kw["weight_decay"] = weight_decay
+        kw.update((optimizer_kw or {}).get(name, {}))
         lr = lrs.get(key, lrs.get(name))
         if lr is None:
             raise ValueError(f"no learning rate for {name!r}: pass lrs={{{name!r}: ...}}.")
@@ -130,7 +135,7 @@ def compare_optimizers(
         with torch.random.fork_rng(devices=fork_devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            opt = get_optimizer(key, net, lr=lr, weight_decay=weight_decay, **kw)
+            opt = get_optimizer(key, net, lr=lr, **kw)
             sched = get_scheduler(scheduler, opt, max_lr=lr, epochs=epochs,
                                   steps_per_epoch=len(train_loader)) if scheduler else None
             per_batch = scheduler_steps_per_batch(sched)

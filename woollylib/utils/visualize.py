@@ -171,8 +171,8 @@ def plot_class_samples(data, per_class: int = 6, *, seed: int | None = None, spl
                 ax.set_yticks([])
                 ax.set_ylabel(f"{_name(classes, k)}\n({len(members)})", fontsize=9, rotation=0,
                               ha="right", va="center")
-    fig.suptitle(f"{split.capitalize()} samples per class" + (f" ({name})" if name else "")
-                 + " - images in each class in brackets", fontsize=11)
+    fig.suptitle(f"{split.capitalize()} samples per class" + (f" of {name}" if name else "")
+                 + " (images in the class in brackets)", fontsize=11)
     return _finish(fig, save_path)
 
 
@@ -297,9 +297,9 @@ def plot_history(history, *, title: str | None = None, save_path=None):
     test_acc = h.get("test_acc") or []
     if test_acc:
         best = int(np.argmax(test_acc))
-        ax_acc.annotate(f"best {test_acc[best]:.2f}% @ epoch {best + 1}", (best + 1, test_acc[best]),
-                        xytext=(0, -24), textcoords="offset points", ha="center", fontsize=8,
-                        arrowprops={"arrowstyle": "->", "lw": 0.8})
+        ax_acc.plot([best + 1], [test_acc[best]], "*", color="tab:red", ms=11, zorder=3,
+                    label=f"best {test_acc[best]:.2f}% @ epoch {best + 1}")
+        ax_acc.legend(fontsize=9)
     fig.suptitle(title or "Training curves", fontsize=12)
     return _finish(fig, save_path)
 
@@ -362,6 +362,7 @@ def plot_lr_schedule(lrs, *, steps_per_epoch: int | None = None, title: str | No
             label=f"max {lrs[peak]:.3g} at {'epoch' if steps_per_epoch else 'step'} {x[peak]:.3g}")
     ax.set_xlabel("epoch" if steps_per_epoch else "optimiser step")
     ax.set_ylabel("learning rate")
+    ax.set_ylim(bottom=0, top=1.1 * lrs.max() if lrs.max() > 0 else None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     ax.set_title(title or f"Learning-rate schedule ({len(lrs)} steps)")
@@ -546,11 +547,12 @@ def plot_per_class_accuracy(model_or_acc, data=None, device=None, *, classes=Non
     ax.bar_label(bars, labels=[f"{a:.1f}" if np.isfinite(a) else "n/a" for a in acc], fontsize=8)
     if overall is not None:
         ax.axhline(overall, color="tab:red", ls="--", lw=1, label=f"overall {overall:.2f}%")
-        ax.legend(fontsize=9, loc="lower right")
+        ax.legend(fontsize=9, loc="upper right")
     ax.set_xticks(range(k), classes, rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center")
     ax.set_xlabel("true class")
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 108)
+    ax.set_ylim(0, 122)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_title("Per-class accuracy on the test set")
     ax.grid(axis="y", alpha=0.3)
     return _finish(fig, save_path)
