@@ -1,0 +1,460 @@
+"""woollylib benchmark suite: one command, a table on stdout, JSON in benchmarks/results/.
+
+    python benchmarks/run.py                 # full run (~10 min on a 2-core CPU)
+    python benchmarks/run.py --quick         # smoke run (~1-2 min): small sizes, same code paths
+    python benchmarks/run.py --only data,imports --device cuda
+
+Sections (each prints "unavailable: <why>" instead of crashing when a module it needs is missing):
+  data      images/s of the Albumentations DataLoader (workers 0 and 2), woollylib's DeviceLoader and
+            airbench.CifarLoader, all fed the same synthetic 50,000-image CIFAR-shaped uint8 set
+            (airbench through its train.pt cache format), as ratios measured in the same run.
+  train     images/s of woollylib's engine (bp.engine.train_epoch) vs a bare PyTorch loop on the same
+            batches, model, optimizer and precision (resnet18, custom_resnet; fp32, channels_last, bf16).
+  flops     share of the measured matmul FLOP/s that a training step reaches:
+            (FLOPs of one training step per image, torch.utils.flop_counter) x images/s / GEMM FLOP/s.
+  imports   `import woollylib` and `from woollylib import main` vs `import torch`, fresh subprocesses.
+  memory    peak resident memory of one epoch over the 50,000-image set through each loader
+            (one subprocess per loader; the process tree sampled with psutil, + getrusage).
+  digits    time to 98% test accuracy on digits with the recommended recipe (custom_resnet, batch 32,
+            one-cycle max_lr 0.05 over one epoch, SGD Nesterov, bf16 + channels_last on CPU, DeviceLoader
+            with the pad-4 crop only: digits are not mirror-symmetric).
+
+Threads: the machine's (torch.get_num_threads()); set OMP_NUM_THREADS to change it. Figures depend on
+the machine and on what else runs on it: compare ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+from _common import MEAN, STD, Table, fmt_rate, synthetic_cifar, unavailable
+
+BATCH = 512  # images per batch for the data section (airbench's default is 500)
+
+
+# ----------------------------------------------------------------------------------------------------
+# data: images/s of each loader
+
+
+def _rate(batches, max_images: int, warmup: int = 1) -> tuple[float, int]:
+    """images/s over up to max_images images after `warmup` batches (touching every batch's data)."""
+    it = iter(batches)
+    for _ in range(warmup):
+        next(it)
+    n, t0 = 0, time.perf_counter()
+    for x, _y in it:
+        n += len(x)
+        if n >= max_images:
+            break
+    return n / (time.perf_counter() - t0), n
+
+
+def bench_data(quick: bool, device: str) -> dict:
+    from woollylib.preloading import (
+        DeviceLoader,
+        from_arrays,
+        make_loader,
+        train_transforms,
+    )
+
+    n = 10_000 if quick else 50_000
+    images, labels = synthetic_cifar(n)
+    src = from_arrays(images, labels, name="synthetic")
+    out: dict = {"n_images": n, "batch_size": BATCH, "threads": torch.get_num_threads()}
+    albu_images = 2_048 if quick else 12_288  # ~6k img/s: 2 s of measurement per configuration
+
+    for workers in (0, 2):
+        dl = make_loader(src, train_transforms(MEAN, STD), BATCH, train=True, num_workers=workers, seed=0)
+        out[f"albumentations_w{workers}"], _ = _rate(dl, albu_images)
+        del dl
+
+    def device_epochs(**kw):
+        dl = DeviceLoader(src, BATCH, train=True, mean=MEAN, std=STD, device=device, seed=0, **kw)
+        best = 0.0
+        for _ in range(2 if quick else 3):  # best of full epochs (the first includes warm-up)
+            t0, k = time.perf_counter(), 0
+            for x, _y in dl:
+                k += len(x)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = max(best, k / (time.perf_counter() - t0))
+        return best
+
+    out["device_loader"] = device_epochs()
+    out["device_loader_channels_last"] = device_epochs(channels_last=True)
+    out["device_loader_reflect"] = device_epochs(pad_mode="reflect_101")  # airbench's padding
+    out["device_loader_fp16_out"] = device_epochs(dtype=torch.float16)  # airbench yields fp16
+
+    try:
+        import airbench
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        out["airbench"] = unavailable(f"airbench not installed ({exc}); pip install airbench")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save({"images": torch.from_numpy(images), "labels": torch.from_numpy(labels),
+                        "classes": [str(i) for i in range(10)]}, os.path.join(tmp, "train.pt"))
+            gpu = device if device.startswith("cuda") else "cpu"
+            loader = airbench.CifarLoader(tmp, train=True, batch_size=BATCH,
+                                          aug={"flip": True, "translate": 4, "cutout": 16}, gpu=gpu)
+            rates = []
+            for _ in range(2 if quick else 3):  # epoch 0 also pre-normalises and pre-pads the set
+                t0, k = time.perf_counter(), 0
+                for x, _y in loader:
+                    k += len(x)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                rates.append(k / (time.perf_counter() - t0))
+            out["airbench_first_epoch"], out["airbench"] = rates[0], max(rates[1:])
+            out["airbench_note"] = "fp16 channels_last output, reflect padding, cutout 16 always on"
+
+    dev = out["device_loader"]
+    out["ratio_device_vs_albumentations_w0"] = dev / out["albumentations_w0"]
+    out["ratio_device_vs_albumentations_w2"] = dev / out["albumentations_w2"]
+    if isinstance(out.get("airbench"), float):
+        out["ratio_device_vs_airbench"] = dev / out["airbench"]
+        out["ratio_device_fp16_vs_airbench"] = out["device_loader_fp16_out"] / out["airbench"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# train: engine vs bare loop; flops: share of GEMM FLOP/s
+
+
+MODES = {  # name: (channels_last, amp)
+    "fp32": (False, False),
+    "channels_last": (True, False),
+    "bf16": (False, "bf16"),
+    "channels_last+bf16": (True, "bf16"),
+}
+
+
+def _batches(bs: int, steps: int, device: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from woollylib.preloading import DeviceLoader
+
+    images, labels = synthetic_cifar(bs * steps, seed=1)
+    dl = DeviceLoader((images, labels), bs, train=True, mean=MEAN, std=STD, device=device, seed=0)
+    return [(x, y) for x, y in dl]
+
+
+def _bare_loop(model, batches, opt, channels_last, amp, device):
+    """The loop a user would write: the engine's job done with no extras."""
+    dev = torch.device(device)
+    for x, y in batches:
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(amp)):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _engine_loop(model, batches, opt, channels_last, amp, device):
+    from woollylib.bp.engine import train_epoch
+
+    train_epoch(model, batches, opt, device=device, amp=amp, channels_last=channels_last, progress=False)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _fresh(model0, channels_last, device):
+    model = copy.deepcopy(model0).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    return model.train(), opt
+
+
+def bench_train(quick: bool, device: str) -> dict:
+    from woollylib.models import get_model
+
+    bs, steps, reps = (16, 2, 1) if quick else (128, 3, 2)
+    batches = _batches(bs, steps + 1, device)
+    warm, timed = batches[:1], batches[1:]
+    out: dict = {"batch_size": bs, "timed_steps": steps, "repeats": reps, "optimizer": "SGD nesterov"}
+    models = ("custom_resnet",) if quick else ("custom_resnet", "resnet18")
+    modes = ("fp32", "channels_last+bf16") if quick else tuple(MODES)
+    for name in models:
+        torch.manual_seed(0)
+        model0 = get_model(name)
+        for mode in modes:
+            cl, amp = MODES[mode]
+            best = {"bare": 0.0, "engine": 0.0}
+            for _ in range(reps):
+                for kind, loop in (("bare", _bare_loop), ("engine", _engine_loop)):  # interleaved
+                    model, opt = _fresh(model0, cl, device)
+                    loop(model, warm, opt, cl, amp, device)
+                    t0 = time.perf_counter()
+                    loop(model, timed, opt, cl, amp, device)
+                    best[kind] = max(best[kind], bs * steps / (time.perf_counter() - t0))
+            out[f"{name}/{mode}"] = {"bare": best["bare"], "engine": best["engine"],
+                                     "ratio": best["engine"] / best["bare"]}
+    return out
+
+
+def _gemm_flops(dtype: torch.dtype, device: str, quick: bool) -> float:
+    n = 1024 if quick else 2048
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = 0.0
+    for _ in range(3 if quick else 6):
+        t0 = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = max(best, 3 * 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def _train_flops_per_image(name: str) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from woollylib.models import get_model
+
+    model = get_model(name).train()
+    x = torch.randn(8, 3, 32, 32)
+    with FlopCounterMode(display=False) as fc:
+        torch.nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.long)).backward()
+    return fc.get_total_flops() / 8
+
+
+def bench_flops(quick: bool, device: str, train: dict | None) -> dict:
+    out: dict = {"gemm_fp32": _gemm_flops(torch.float32, device, quick)}
+    try:
+        out["gemm_bf16"] = _gemm_flops(torch.bfloat16, device, quick)
+    except RuntimeError as exc:  # pragma: no cover - old CPUs
+        out["gemm_bf16"] = unavailable(str(exc))
+    if not isinstance(train, dict) or "unavailable" in train:
+        out["shares"] = unavailable("needs the train section")
+        return out
+    for name in ("custom_resnet", "resnet18"):
+        if not any(k.startswith(name + "/") for k in train):
+            continue
+        per_img = _train_flops_per_image(name)
+        out[f"{name}/train_flops_per_image"] = per_img
+        for key, rec in train.items():
+            if key.startswith(name + "/"):
+                gemm = out["gemm_bf16"] if "bf16" in key else out["gemm_fp32"]
+                if isinstance(gemm, float):
+                    out[f"{key}/share_of_gemm"] = per_img * rec["engine"] / gemm
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# imports
+
+
+def _import_time(stmt: str) -> float:
+    code = f"import time; t=time.perf_counter(); {stmt}; print(time.perf_counter()-t)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    if res.returncode:
+        raise RuntimeError(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed")
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def bench_imports(quick: bool) -> dict:
+    stmts = {"torch": "import torch", "woollylib": "import woollylib",
+             "woollylib.main": "from woollylib import main"}
+    times: dict[str, list[float]] = {k: [] for k in stmts}
+    errors: dict[str, str] = {}
+    for _ in range(3 if quick else 7):  # interleaved, medians
+        for k, stmt in stmts.items():
+            if k in errors:
+                continue
+            try:
+                times[k].append(_import_time(stmt))
+            except RuntimeError as exc:
+                errors[k] = str(exc)
+    out: dict = {}
+    for k in stmts:
+        out[k] = unavailable(errors[k]) if k in errors else statistics.median(times[k])
+    for k in ("woollylib", "woollylib.main"):
+        if isinstance(out[k], float):
+            out[f"ratio_{k}_vs_torch"] = out[k] / out["torch"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# memory: one subprocess per loader
+
+
+def bench_memory(quick: bool, device: str) -> dict:
+    n = 5_000 if quick else 50_000
+    out: dict = {"n_images": n}
+    for kind in ("albumentations_w0", "albumentations_w2", "device_loader", "airbench"):
+        cmd = [sys.executable, str(Path(__file__).with_name("_memory.py")), kind, str(n), device]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode:
+            out[kind] = unavailable((res.stderr.strip().splitlines() or ["failed"])[-1])
+        else:
+            out[kind] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# digits: time to 98 %
+
+
+def bench_digits(quick: bool, device: str) -> dict:
+    from woollylib.models import get_model
+    from woollylib.preloading import get_data
+    from woollylib.training import train_test_loop
+
+    target = 98.0
+    torch.manual_seed(0)
+    # digits are not mirror-symmetric and a 16-px hole hides most of an 8x8 digit blown up to 32x32:
+    # the recipe keeps only the +-4 px translation
+    data = get_data("digits", batch_size=32, loader="device", seed=0, device=device, verbose=False,
+                    loader_kw={"flip": False, "cutout": 0})
+    cl, amp = (True, "bf16") if torch.device(device).type == "cpu" else (True, True)
+    model = get_model("custom_resnet", num_classes=len(data.classes))
+    epochs = 1
+    t0 = time.perf_counter()
+    hist = train_test_loop(model, data, device, epochs=epochs, max_lr=0.05, optimizer="sgd", nesterov=True,
+                           weight_decay=5e-4, amp=amp, channels_last=cl, seed=0, progress=False, verbose=False)
+    wall = time.perf_counter() - t0
+    reached = None
+    for e, acc in enumerate(hist.test_acc):
+        if acc >= target:
+            reached = sum(hist.epoch_time[:e + 1])
+            break
+    return {"recipe": f"custom_resnet, batch 32, one-cycle max_lr 0.05 over {epochs} epoch(s), SGD nesterov "
+                      f"wd 5e-4, amp={amp}, channels_last={cl}, DeviceLoader (pad-4 crop, no flip, no cutout)",
+            "test_acc": list(hist.test_acc), "epoch_time_s": list(hist.epoch_time),
+            "seconds_to_98": reached if reached is not None else unavailable(f"not reached in {epochs} epoch(s)"),
+            "wall_s": wall}
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, same code paths")
+    ap.add_argument("--only", default="data,train,flops,imports,memory,digits", help="comma-separated sections")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("results")), help="folder for the JSON")
+    args = ap.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    report: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                                "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                                "python": platform.python_version(), "device": args.device,
+                                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
+                    "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    runners = {
+        "data": lambda: bench_data(args.quick, args.device),
+        "train": lambda: bench_train(args.quick, args.device),
+        "flops": lambda: bench_flops(args.quick, args.device, report.get("train")),
+        "imports": lambda: bench_imports(args.quick),
+        "memory": lambda: bench_memory(args.quick, args.device),
+        "digits": lambda: bench_digits(args.quick, args.device),
+    }
+    for name in sections:
+        if name not in runners:
+            raise SystemExit(f"unknown section {name!r}; choose from {', '.join(runners)}")
+        t0 = time.perf_counter()
+        try:
+            report[name] = runners[name]()
+        except ImportError as exc:  # a module of woollylib that has not landed, or a missing extra
+            report[name] = unavailable(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one broken section must not hide the others
+            report[name] = unavailable(f"{type(exc).__name__}: {exc}")
+        print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+    print(render(report))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out / f"{'quick' if args.quick else 'full'}-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2, default=float))
+    print(f"\nwrote {path}")
+    return report
+
+
+def render(r: dict) -> str:
+    t = Table()
+    m = r["machine"]
+    t.title(f"woollylib benchmark ({'quick' if r['quick'] else 'full'}) - {m['platform']}, {m['cpus']} CPUs, "
+            f"{m['threads']} torch threads, torch {m['torch']}, device {m['device']} {m['gpu'] or ''}")
+    d = r.get("data")
+    if d is not None:
+        t.section(f"data: images/s, batch {BATCH}, {d.get('n_images', '?')} synthetic CIFAR images" if "n_images" in d
+                  else "data")
+        for k in ("albumentations_w0", "albumentations_w2", "device_loader", "device_loader_channels_last",
+                  "device_loader_reflect", "device_loader_fp16_out", "airbench_first_epoch", "airbench"):
+            if k in d:
+                t.row(k, fmt_rate(d[k]))
+        for k in sorted(x for x in d if x.startswith("ratio")):
+            t.row(k, f"{d[k]:.2f}x")
+        if "unavailable" in d:
+            t.row("data", d["unavailable"])
+    tr = r.get("train")
+    if tr is not None:
+        t.section("train: images/s, engine vs bare loop (same batches, model, optimizer, precision)")
+        if "unavailable" in tr:
+            t.row("train", tr["unavailable"])
+        for k, v in tr.items():
+            if isinstance(v, dict):
+                t.row(k, f"bare {v['bare']:7.1f}  engine {v['engine']:7.1f}  ratio {v['ratio']:.3f}")
+    f = r.get("flops")
+    if f is not None:
+        t.section("flops: measured GEMM and the share a training step reaches")
+        for k, v in f.items():
+            if k.startswith("gemm"):
+                t.row(k, f"{v / 1e9:.1f} GFLOP/s" if isinstance(v, float) else v)
+            elif k.endswith("per_image"):
+                t.row(k, f"{v / 1e9:.3f} GFLOP")
+            elif k.endswith("share_of_gemm"):
+                t.row(k, f"{100 * v:.1f} %")
+            elif isinstance(v, dict):
+                t.row(k, v.get("unavailable", v))
+    im = r.get("imports")
+    if im is not None:
+        t.section("imports: seconds in a fresh interpreter (median)")
+        for k, v in im.items():
+            t.row(k, f"{v:.3f}" + ("x" if k.startswith("ratio") else " s") if isinstance(v, float) else v)
+    me = r.get("memory")
+    if me is not None:
+        t.section(f"memory: peak RSS of one epoch over {me.get('n_images', '?')} images (process tree)")
+        for k, v in me.items():
+            if isinstance(v, dict) and "tree_peak_mb" in v:
+                t.row(k, f"{v['tree_peak_mb']:6.0f} MB tree, {v['self_peak_mb']:6.0f} MB main process "
+                         f"(torch alone {v['torch_baseline_mb']:.0f} MB, data {v['data_mb']:.0f} MB)")
+            elif isinstance(v, dict):
+                t.row(k, v.get("unavailable", v))
+    dg = r.get("digits")
+    if dg is not None:
+        t.section("digits: time to 98% test accuracy")
+        if "unavailable" in dg:
+            t.row("digits", dg["unavailable"])
+        else:
+            s98 = dg["seconds_to_98"]
+            t.row("seconds to 98%", f"{s98:.1f} s" if isinstance(s98, float) else s98)
+            t.row("test acc per epoch", ", ".join(f"{a:.2f}" for a in dg["test_acc"]))
+            t.row("recipe", dg["recipe"])
+    return t.render()
+
+
+if __name__ == "__main__":
+    main()
