@@ -123,3 +123,11 @@ def test_find_lr_prints_suggestion_and_saves_curve(tmp_path, capsys):
     assert curve["lrs"][0] < curve["suggestion"] < curve["lrs"][-1] <= 1.0
     suggested = float(out.split("suggested lr:")[1].split()[0])
     assert suggested == pytest.approx(curve["suggestion"], rel=1e-3)
+
+
+def test_train_divergence_exits_1_naming_epoch_batch_lr(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run(["train", *FAST[:-3], "--lr", "1e8", "--no-progress", "--epochs", "1", "--out", str(out)], capsys)
+    assert code == 1
+    assert "non-finite loss at epoch 1, batch" in err and "lr=" in err
+    assert not (out / "last.pt").exists() and not (out / "history.json").exists()

@@ -163,7 +163,8 @@ def test_nan_loss_stops_with_epoch_batch_lr_and_keeps_files(tmp_path):
     assert len(lr_at_batch) == 4 and err.lr > 0
     text = str(err)
     assert "epoch 2" in text and "batch 2" in text and "lr=" in text
-    assert any("last.pt" in note for note in getattr(err, "__notes__", [])) or not hasattr(err, "add_note")
+    if hasattr(err, "add_note"):  # Python >= 3.11: where the last good state is
+        assert any("last.pt" in note and "epoch 1/4" in note for note in err.__notes__)
     after = {name: digest(tmp_path / name) for name in before}
     assert after == before
 

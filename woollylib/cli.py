@@ -346,9 +346,7 @@ def train(args: argparse.Namespace) -> int:
         result = range_test(
             model, data.train_loader, optimizer=_optimizer(args, model, 1e-7), device=device
         )
-        found = float(result.suggestion)
-        print(f"LR range test suggests lr = {found:.3g} ({result.method})")
-        args.lr = found
+        found = args.lr = float(result.suggestion)  # find_lr prints the suggestion
 
     from .training import Trainer, atomic_write_json
     from .utils import metrics
@@ -418,6 +416,7 @@ def find_lr(args: argparse.Namespace) -> int:
         num_iter=args.num_iter,
         step_mode=args.step_mode,
         suggestion=args.suggestion,
+        verbose=False,
     )
     print(f"suggested lr: {float(result.suggestion):.4g} ({result.method})")
     if args.out:

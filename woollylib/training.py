@@ -618,17 +618,23 @@ class Trainer:
             raise
         except NonFiniteLossError as exc:
             if hasattr(exc, "add_note"):  # Python >= 3.11
-                exc.add_note(self._stop_note("training stopped"))
+                exc.add_note(self._stop_note("training stopped", diverged=True))
             raise
         return self.history
 
-    def _stop_note(self, what: str) -> str:
+    def _stop_note(self, what: str, diverged: bool = False) -> str:
         done = len(self.history)
+        advice = (
+            "lower the learning rate (or set grad_clip) and start a new run"
+            if diverged
+            else "continue with resume=True (CLI: --resume)"
+        )
         if self.out_dir is None:
             return f"{what}; {done} completed epochs are in trainer.history (no out_dir, nothing saved)"
+        if done == 0:
+            return f"{what} before the first epoch ended; nothing was written to {self.out_dir}"
         return (
-            f"{what}; {self.out_dir / 'last.pt'} and history.json hold epoch {done}/{self.epochs}; "
-            "continue with resume=True (CLI: --resume)"
+            f"{what}; {self.out_dir / 'last.pt'} and history.json hold epoch {done}/{self.epochs}; {advice}"
         )
 
 
