@@ -51,6 +51,7 @@ def test_train_end_to_end_on_digits_then_resume(tmp_path, capsys):
     assert "test accuracy" in stdout and "epoch   2/2" in stdout
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["config"]["cli"]["model"] == "compact" and ckpt["epoch"] == 2
+    assert (ckpt["config"]["optimizer"], ckpt["config"]["lr"], ckpt["config"]["momentum"]) == ("sgd", 0.2, 0.9)
 
     # a fresh run into the same directory refuses and leaves every file as it was
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -121,6 +122,7 @@ def test_find_lr_prints_suggestion_and_saves_curve(tmp_path, capsys):
     curve = json.loads((tmp_path / "lr_finder.json").read_text())
     assert len(curve["lrs"]) == len(curve["losses"]) > 5
     assert curve["lrs"][0] < curve["suggestion"] < curve["lrs"][-1] <= 1.0
+    assert (tmp_path / "lr_finder.png").stat().st_size > 1000  # utils.visualize.plot_lr_finder's figure
     suggested = float(out.split("suggested lr:")[1].split()[0])
     assert suggested == pytest.approx(curve["suggestion"], rel=1e-3)
 
