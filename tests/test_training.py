@@ -273,6 +273,14 @@ def test_bad_data_and_resume_without_dir():
         Trainer(Tiny(), loaders(), "cpu", 1)
 
 
+def test_loader_not_yielding_pairs_is_a_clear_error_and_writes_nothing(tmp_path):
+    x, y = make_tensors(32, 0)
+    triples = [(x[:16], y[:16], y[:16]), (x[16:], y[16:], y[16:])]
+    with pytest.raises(ValueError, match=r"exactly 2, \(images, labels\)"):
+        Trainer(Tiny(), (triples, triples), "cpu", 1, lr=0.1, out_dir=tmp_path, progress=False).fit()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_test_loop_history_and_summary_lines(tmp_path, capsys):
     torch.manual_seed(0)
     history = train_test_loop(
