@@ -230,6 +230,7 @@ def test_adversarial_figure(model, data, tmp_path):
     rows = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert rows[:3] == ["clean", "adversarial", "perturbation"] and len(rows) == 5
     assert "FGSM" in fig.get_suptitle() and "eps = 16.0/255" in fig.get_suptitle()
+    assert "correctly classified" in fig.get_suptitle()
     shown = images_in(fig)
     assert len(shown) == 25 and all(0 <= np.min(a) and np.max(a) <= 1 for a in shown)
 

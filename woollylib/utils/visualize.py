@@ -475,7 +475,8 @@ def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] = ("lay
             _show(axes[r, c], overlay(wrong.images[c], cams[stage][c], alpha=alpha))
     for r, label in enumerate(["image", *cams]):
         axes[r, 0].set_ylabel(label, fontsize=10, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{method} on misclassified images, one row per stage "
+    sep = "\n" if shown <= 4 else ", "  # narrow grids: two lines
+    fig.suptitle(f"{method} on misclassified images{sep}one row per stage "
                  f"(explaining the {'predicted' if target == 'pred' else 'true'} class)",
                  fontsize=11)
     return _finish(fig, save_path)
@@ -621,10 +622,10 @@ def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 2
             _show(axes[4, c], overlay(px_adv[c], cams["adv"][c]))
     for r, label in enumerate(rows):
         axes[r, 0].set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
-    rate = float(((p_clean.argmax(1) == labels) & (p_adv.argmax(1) != labels)).sum()) / max(
-        1, int((p_clean.argmax(1) == labels).sum()))
-    eps_txt = f"eps = {epsilon * 255:.1f}/255" if epsilon is not None else ""
-    fig.suptitle(f"{attack.upper()} adversarial examples ({eps_txt}, perturbation x"
-                 f"{0.5 / scale:.0f}); fooled {100 * rate:.0f}% of the correctly classified "
-                 "(red = wrong)", fontsize=11)
+    correct = p_clean.argmax(1) == labels
+    fooled = int((correct & (p_adv.argmax(1) != labels)).sum())
+    eps_txt = f"eps = {epsilon * 255:.1f}/255, " if epsilon is not None else ""
+    fig.suptitle(f"{attack.upper()} adversarial examples ({eps_txt}perturbation x{0.5 / scale:.0f}): "
+                 f"fooled {fooled} of {int(correct.sum())} correctly classified (red = wrong)",
+                 fontsize=11)
     return _finish(fig, save_path)
