@@ -243,7 +243,10 @@ def test_steepest_matches_torch_lr_finder_plot():
     model = nn.Linear(2, 2)
     finder = LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-6), nn.CrossEntropyLoss())
     finder.history = {"lr": lrs, "loss": losses}
-    _, their_lr = finder.plot(skip_start=10, skip_end=5, suggest_lr=True)
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()  # outside pyplot's registry: nothing leaks into other tests
+    _, their_lr = finder.plot(skip_start=10, skip_end=5, suggest_lr=True, ax=ax)
     ours, index = suggest_lr(lrs, losses, "steepest")
     assert ours == their_lr and lrs[index] == ours
 

@@ -262,7 +262,12 @@ def test_compare_optimizers_same_start_and_repeatable(data):
         compare_optimizers(net, data, optimizers=("lion",))
 
 
-def test_no_pyplot_figures_leak():
+def test_no_pyplot_figures_leak(model, data, tmp_path):
+    """Figures are built outside pyplot's registry: a script that makes many never accumulates them."""
     import matplotlib.pyplot as plt
 
+    plt.close("all")  # whatever other test modules left behind is not ours to judge
+    viz.plot_random_samples(data, save_path=tmp_path / "a.png")
+    viz.plot_confusion_matrix(model, data, "cpu", save_path=tmp_path / "b.png")
+    viz.plot_lr_schedule([0.1, 0.2, 0.1], save_path=tmp_path / "c.png")
     assert plt.get_fignums() == []
