@@ -195,7 +195,7 @@ def test_seed_epoch_determinism():
 
 def test_layouts_storage_and_output_formats_agree():
     ref = [x for x, _ in loader(n=300, bs=128)[0]]
-    for kw in ({"layout": "nchw"}, {"channels_last": True}, {"layout": "nchw", "channels_last": True}):
+    for kw in ({"layout": "nhwc"}, {"channels_last": True}, {"layout": "nchw", "channels_last": True}):
         got = [x for x, _ in loader(n=300, bs=128, **kw)[0]]
         assert all(torch.equal(g, r) for g, r in zip(got, ref))
         assert got[0].is_contiguous(memory_format=torch.channels_last) == kw.get("channels_last", False)
@@ -212,8 +212,9 @@ def test_layouts_storage_and_output_formats_agree():
 
 def test_uint8_storage_shares_the_source_memory_on_cpu():
     img, lab = coded_images(100)
-    dl = DeviceLoader((img, lab), 50, train=True, mean=MEAN, std=STD, seed=0)
-    assert dl._images.data_ptr() == torch.from_numpy(img).data_ptr()  # no copy of the set
+    dl = DeviceLoader((img, lab), 50, train=True, mean=MEAN, std=STD, seed=0, channels_last=True)
+    assert dl.layout == "nhwc" and dl._images.data_ptr() == torch.from_numpy(img).data_ptr()  # no copy
+    assert DeviceLoader((img, lab), 50, train=True, mean=MEAN, std=STD).layout == "nchw"  # auto: output's
 
 
 def test_mean_std_default_to_the_data_and_errors_name_the_fix():

@@ -85,7 +85,9 @@ class DeviceLoader:
     source: an ImageSource (``.images`` uint8 (N, H, W, C), ``.labels``) or an ``(images, labels)`` pair.
     mean, std: per channel on the 0-1 scale (None: computed from the images, without a float copy).
     train: shuffle + augment (crop/flip/cutout); else the set in order, no augmentation.
-    layout: storage layout on the device, "nhwc" (default; zero-copy from numpy on the CPU) or "nchw".
+    layout: storage layout on the device: "nhwc" (zero-copy from numpy on the CPU), "nchw", or "auto"
+        (default: the layout of the output, nhwc for channels_last, else nchw; a transposing last pass
+        costs more than the rest of the pipeline on a CPU).
     storage: torch.uint8 (default) or torch.float16 / torch.bfloat16 to keep the set normalised.
     dtype: dtype of the yielded images (float32; float16/bfloat16 for a GPU with amp).
     channels_last: yield images in channels_last memory format (free with "nhwc" storage).
@@ -114,7 +116,7 @@ class DeviceLoader:
         channels_last: bool = False,
         dtype: torch.dtype = torch.float32,
         storage: torch.dtype = torch.uint8,
-        layout: str = "nhwc",
+        layout: str = "auto",
     ) -> None:
         images, labels = (source.images, source.labels) if hasattr(source, "images") else source
         images = torch.as_tensor(images)
@@ -129,8 +131,10 @@ class DeviceLoader:
             raise ValueError(f"labels must have shape ({n},) to match the images, got {tuple(labels.shape)}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size}")
-        if layout not in ("nhwc", "nchw"):
-            raise ValueError(f"layout must be 'nhwc' or 'nchw', got {layout!r}")
+        if layout not in ("auto", "nhwc", "nchw"):
+            raise ValueError(f"layout must be 'auto', 'nhwc' or 'nchw', got {layout!r}")
+        if layout == "auto":  # the layout of the output memory: the last pass then needs no transpose
+            layout = "nhwc" if channels_last else "nchw"
         if storage not in (torch.uint8, torch.float16, torch.bfloat16):
             raise TypeError(f"storage must be torch.uint8, torch.float16 or torch.bfloat16, got {storage}")
         if not dtype.is_floating_point:
@@ -185,6 +189,15 @@ class DeviceLoader:
         dev = self.device
         self._pad_fill = torch.tensor(pad_v, dtype=storage, device=dev)  # (C,)
         self._cut_fill = torch.tensor(cut_v, dtype=storage, device=dev)
+        self._pad_row = self._pad_fill.repeat(w)  # one nhwc row of padding (W*C,)
+        self._cut_run = self._cut_fill.repeat(max(self.cutout, 1))  # one nhwc hole row (cutout*C,)
+        self._scratch: dict[str, dict[str, torch.Tensor]] = {}
+        # rows of an output image for each y-offset dy in [0, 2p]: (2p+1, H) or (2p+1, C*H) for nchw
+        ytab = _border_index(torch.arange(h)[None, :] + torch.arange(2 * self.crop_pad + 1)[:, None]
+                             - self.crop_pad, h, self.pad_mode)
+        if layout == "nchw":
+            ytab = (torch.arange(c)[None, :, None] * h + ytab[:, None, :]).reshape(len(ytab), c * h)
+        self._rowtab = ytab.to(dev)
 
         # ---- the set on the device, as rows: nhwc rows are (W*C) bytes, nchw rows are W bytes
         self._images = self._store(images, scale, bias)
@@ -195,6 +208,8 @@ class DeviceLoader:
             self._bias_c = torch.tensor(bias, device=dev)
             self._scale_row = self._scale_c.repeat(w)  # (W*C,) for channels_last output memory
             self._bias_row = self._bias_c.repeat(w)
+            self._scale_plane = self._scale_c[:, None].expand(c, h * w).contiguous()  # (C, H*W): a broadcast
+            self._bias_plane = self._bias_c[:, None].expand(c, h * w).contiguous()  # of (C, 1) is 4x slower
 
     # ------------------------------------------------------------------------------------------------
     def _store(self, images: torch.Tensor, scale: list[float], bias: list[float]) -> torch.Tensor:
@@ -263,30 +278,36 @@ class DeviceLoader:
         plan["inv"] = inv - batch * bs  # output position j <- sorted position inv[j] within the batch
         img = perm[order]
         plan["img"], plan["labels_idx"] = img, perm
-        rows_per = h if self.layout == "nhwc" else c * h
-        y = _border_index(torch.arange(h)[None, :] + dy[order][:, None] - p, h, self.pad_mode)  # (used, H)
-        if self.layout == "nhwc":
-            rowid = img[:, None] * rows_per + y
-        else:
-            rowid = (img[:, None, None] * c + torch.arange(c)[None, :, None]) * h + y[:, None, :]
-        plan["rowid"] = rowid.reshape(-1)
-        if self.pad_mode == "constant" and p:
-            off = torch.arange(h)[None, :] + dy[order][:, None] - p
-            bad = ((off < 0) | (off >= h)).nonzero()  # (k, 2): sorted position, output row
-            per_batch = torch.bincount(bad[:, 0] // bs, minlength=nb)
-            plan["bad_off"] = [0, *torch.cumsum(per_batch, 0).tolist()]
-            plan["bad_pos"] = bad[:, 0] - (bad[:, 0] // bs) * bs
-            plan["bad_row"] = bad[:, 1]
-        if self.cutout:
+        nhwc = self.layout == "nhwc"
+        plan["dy"] = dy[order]  # row ids are built per batch from the (2p+1, rows) table: small tensors
+        local = torch.arange(used) - batch * bs  # sorted position within its batch
+        if self.pad_mode == "constant" and p:  # rows that fall in the padding: overwritten with the fill
+            d = plan["dy"] - p  # < 0: the top -d rows are padding; > 0: the bottom d rows
+            nbad = d.abs()
+            q = torch.repeat_interleave(torch.arange(used), nbad)  # one entry per padding row
+            k = torch.arange(len(q)) - torch.repeat_interleave(torch.cumsum(nbad, 0) - nbad, nbad)
+            yb = torch.where(d[q] < 0, k, h - 1 - k)
+            plan["bad_off"] = _offsets(q // bs, nb, 1 if nhwc else c)
+            if nhwc:
+                plan["bad_rows"] = local[q] * h + yb
+            else:
+                ch = torch.arange(c)[None, :]
+                plan["bad_rows"] = ((local[q][:, None] * c + ch) * h + yb[:, None]).reshape(-1)
+                plan["bad_ch"] = ch.expand(len(q), c).reshape(-1)
+        if self.cutout:  # holes as runs of contiguous values: cs rows (x C planes) per hole
             cs = self.cutout
             app = torch.rand(used, generator=g) < self.cutout_p
             cy = torch.randint(0, h - cs + 1, (used,), generator=g)
             cx = torch.randint(0, w - cs + 1, (used,), generator=g)
-            pos = app.nonzero().squeeze(1)  # positions with a hole (order-free: all draws are iid)
-            plan["cut_off"] = [0, *torch.cumsum(torch.bincount(pos // bs, minlength=nb), 0).tolist()]
-            plan["cut_pos"] = pos - (pos // bs) * bs
-            plan["cut_y"] = cy[pos][:, None] + torch.arange(cs)[None, :]  # (k, cs)
-            plan["cut_x"] = cx[pos][:, None] + torch.arange(cs)[None, :]
+            q = app.nonzero().squeeze(1)  # positions with a hole (any positions: all draws are iid)
+            r = torch.arange(cs)[None, :]
+            if nhwc:  # start of each run in the flat (b, H, W, C) batch; runs of cs*C values
+                starts = local[q][:, None] * (h * w * c) + (cy[q][:, None] + r) * (w * c) + cx[q][:, None] * c
+            else:  # flat (b, C, H, W) batch; runs of cs values, one per (channel, row)
+                starts = (local[q][:, None, None] * (c * h * w) + torch.arange(c)[None, :, None] * (h * w)
+                          + (cy[q][:, None, None] + r[:, None, :]) * w + cx[q][:, None, None])
+            plan["cut_off"] = _offsets(q // bs, nb, cs * (1 if nhwc else c))
+            plan["cut_starts"] = starts.reshape(-1)
         return self._to_device(plan)
 
     def _to_device(self, plan: dict[str, Any]) -> dict[str, Any]:
@@ -307,42 +328,59 @@ class DeviceLoader:
         for i in range(plan["nb"]):
             s, e = i * bs, min((i + 1) * bs, used)
             labels = self._labels.index_select(0, plan["labels_idx"][s:e])
-            if "rowid" in plan:
+            if "dy" in plan:
                 x = self._augmented(plan, i, s, e)
             else:
                 x = self._images.index_select(0, plan["img"][s:e]) if self.shuffle else self._images[s:e]
             yield self._finish(x), labels
+
+    def _buffers(self, b: int) -> dict[str, torch.Tensor]:
+        """Scratch tensors for a batch of b (internal only; never yielded). Constant padding is filled once."""
+        key = f"b{b}"
+        if key not in self._scratch:
+            c, h, w = self.image_shape
+            p, nhwc = self.crop_pad, self.layout == "nhwc"
+            kw = {"dtype": self.storage, "device": self.device}
+            shape = (b, h, w, c) if nhwc else (b, c, h, w)
+            bufs = {"x": torch.empty(shape, **kw), "u": torch.empty(shape, **kw)}
+            if p:
+                tp = torch.empty((b, h, w + 2 * p, c) if nhwc else (b, c, h, w + 2 * p), **kw)
+                if self.pad_mode == "constant":
+                    tp.copy_((self._pad_fill.view(1, 1, 1, c) if nhwc else self._pad_fill.view(1, c, 1, 1)).expand_as(tp))
+                bufs["tp"] = tp
+            self._scratch[key] = bufs
+        return self._scratch[key]
 
     def _augmented(self, plan: dict[str, Any], i: int, s: int, e: int) -> torch.Tensor:
         c, h, w = self.image_shape
         b, p, nhwc = e - s, self.crop_pad, self.layout == "nhwc"
         shape = (b, h, w, c) if nhwc else (b, c, h, w)
         wdim = 2 if nhwc else 3
-        t = self._rows.index_select(0, plan["rowid"][s * h * (1 if nhwc else c):e * h * (1 if nhwc else c)])
-        t = t.view(shape)
-        if "bad_off" in plan:  # constant padding: rows that fell outside the image
+        bufs = self._buffers(b)
+        rows_per = h if nhwc else c * h
+        # row ids: image * rows_per + table[dy] (the y-offset and the vertical border folded in)
+        rowid = self._rowtab.index_select(0, plan["dy"][s:e]).add_((plan["img"][s:e] * rows_per).view(b, 1))
+        t = self._rows.index_select(0, rowid.view(-1))  # (b*rows, row length): contiguous rows
+        if "bad_off" in plan:  # constant padding: rows that fell outside the image get the fill
             a, z = plan["bad_off"][i], plan["bad_off"][i + 1]
             if z > a:
-                pix = t if nhwc else t.permute(0, 2, 3, 1)  # (b, H, W, C) view
-                pix[plan["bad_pos"][a:z], plan["bad_row"][a:z]] = self._pad_fill
+                vals = self._pad_row if nhwc else self._pad_fill[plan["bad_ch"][a:z]][:, None]
+                t.index_put_((plan["bad_rows"][a:z],), vals)
+        t = t.view(shape)
         counts = plan["counts"][i]
         k_dx = 2 * p + 1
         n_plain = sum(counts[:k_dx])
         if n_plain < b:  # flipped images are the tail of the sorted batch
             t[n_plain:] = t[n_plain:].flip(wdim)
         if p:
-            tp = torch.empty((b, h, w + 2 * p, c) if nhwc else (b, c, h, w + 2 * p), dtype=t.dtype, device=t.device)
+            tp = bufs["tp"]
             tp.narrow(wdim, p, w).copy_(t)
-            if self.pad_mode == "constant":
-                fill = self._pad_fill.view(1, 1, 1, c) if nhwc else self._pad_fill.view(1, c, 1, 1)
-                tp.narrow(wdim, 0, p).copy_(fill.expand_as(tp.narrow(wdim, 0, p)))
-                tp.narrow(wdim, w + p, p).copy_(fill.expand_as(tp.narrow(wdim, 0, p)))
-            else:
+            if self.pad_mode != "constant":  # (constant: the border was filled once, never written)
                 cols = _border_index(torch.arange(-p, 0), w, self.pad_mode).tolist()
                 cols_r = _border_index(torch.arange(w, w + p), w, self.pad_mode).tolist()
                 tp.narrow(wdim, 0, p).copy_(_cols(t, wdim, cols))
                 tp.narrow(wdim, w + p, p).copy_(_cols(t, wdim, cols_r))
-            x = torch.empty_like(t)
+            x = bufs["x"]
             j = 0
             for k, cnt in enumerate(counts):  # one slice copy per (flip, dx) run
                 if cnt:
@@ -352,11 +390,16 @@ class DeviceLoader:
             x = t
         if self.cutout:
             a, z = plan["cut_off"][i], plan["cut_off"][i + 1]
-            if z > a:
-                pix = x if nhwc else x.permute(0, 2, 3, 1)
-                pos = plan["cut_pos"][a:z]
-                pix[pos[:, None, None], plan["cut_y"][a:z][:, :, None], plan["cut_x"][a:z][:, None, :]] = self._cut_fill
-        return x.view(b, -1).index_select(0, plan["inv"][s:e]).view(shape)  # undo the sort
+            if z > a:  # every hole row is a run of values: write them through a sliding-window view
+                run = self.cutout * (c if nhwc else 1)
+                flat = x.view(-1)
+                win = flat.as_strided((flat.numel() - run + 1, run), (1, 1))
+                vals = self._cut_run if nhwc else self._cut_fill.view(1, c, 1).expand(
+                    (z - a) // (c * self.cutout), c, self.cutout).reshape(-1, 1)
+                win.index_put_((plan["cut_starts"][a:z],), vals)
+        u = bufs["u"]
+        torch.index_select(x.view(b, -1), 0, plan["inv"][s:e], out=u.view(b, -1))  # undo the sort
+        return u
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         """Storage batch -> normalised float (B, C, H, W) in the requested memory format; one float pass."""
@@ -371,10 +414,17 @@ class DeviceLoader:
             return out
         if self.channels_last:  # memory is (B, H, W, C): multiply-add along rows of W*C (vectorised)
             rows = out.permute(0, 2, 3, 1).view(b * h, w * c)
-            rows.mul_(self._scale_row).add_(self._bias_row)
+            torch.addcmul(self._bias_row, rows, self._scale_row, out=rows)
         else:
-            out.view(b, c, h * w).mul_(self._scale_c[:, None]).add_(self._bias_c[:, None])
+            planes = out.view(b, c, h * w)
+            torch.addcmul(self._bias_plane, planes, self._scale_plane, out=planes)
         return out if work == self.dtype else out.to(self.dtype, memory_format=fmt)
+
+
+def _offsets(batch_of_item: torch.Tensor, nb: int, per_item: int) -> list[int]:
+    """Start of each batch's items in a flat per-epoch array (items sorted by batch), times per_item."""
+    counts = torch.bincount(batch_of_item, minlength=nb) * per_item
+    return [0, *torch.cumsum(counts, 0).tolist()]
 
 
 def _cols(t: torch.Tensor, dim: int, cols: list[int]) -> torch.Tensor:
