@@ -147,6 +147,17 @@ def test_resume_two_plus_two_equals_four(straight, tmp_path):
     assert_same_history(History.load(tmp_path / "history.json"), history)
 
 
+def test_fit_in_two_calls_on_one_trainer_equals_one_call(straight, tmp_path):
+    weights, history = straight
+    trainer = Trainer(model_with_seed(0), loaders(), "cpu", 4, out_dir=tmp_path, seed=7, **OPTS)
+    trainer.fit(stop_after=1)
+    trainer.fit(stop_after=3)
+    again = trainer.fit()
+    assert_same_weights(trainer.model.state_dict(), weights)
+    assert_same_history(again, history)
+    assert trainer.fit() is again and len(again) == 4  # nothing left to do
+
+
 def test_interrupt_keeps_last_checkpoint_and_history_then_resumes_exactly(straight, tmp_path):
     weights, history = straight
     with pytest.raises(KeyboardInterrupt):

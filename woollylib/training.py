@@ -460,7 +460,8 @@ class Trainer:
             }
         )
         self.history = History()
-        self.start_epoch = 0  # completed epochs
+        self.start_epoch = 0  # completed epochs (advances as fit() runs)
+        self._saved = False
         if ckpt is not None:
             self._restore(ckpt)
 
@@ -525,7 +526,8 @@ class Trainer:
     def _save(self, epoch: int, is_best: bool) -> None:
         if self.out_dir is None:
             return
-        first_save = epoch == self.start_epoch + 1
+        first_save = not self._saved
+        self._saved = True
         atomic_save(self.checkpoint(epoch), self.out_dir / "last.pt")
         self.history.save(self.out_dir / "history.json")
         if is_best:
@@ -605,6 +607,7 @@ class Trainer:
                     epoch_time=seconds,
                 )
                 self._save(epoch, is_best=best_before is None or te["acc"] > best_before)
+                self.start_epoch = epoch  # a later fit() call continues from here
                 if self.verbose:
                     lr_now = tr["lrs"][-1] if tr["lrs"] else self.optimizer.param_groups[0]["lr"]
                     print(
