@@ -146,6 +146,29 @@ def test_train_folder_dataset_layout_error(tmp_path, capsys):
     assert code == 2 and "train/ and test/" in err
 
 
+def test_train_on_an_image_folder(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for cls, channel in (("red", 0), ("blue", 2)):
+            folder = tmp_path / "imgs" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 60, (20, 20, 3), dtype=np.uint8)
+                pixels[..., channel] += 180
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    code, _, err = run(
+        ["train", *FAST, "--dataset", "folder", "--data-dir", str(tmp_path / "imgs"), "--batch-size", "8",
+         "--epochs", "1", "--out", str(out)],
+        capsys,
+    )
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classes"] == ["blue", "red"] and metrics["samples"] == 8
+
+
 def test_find_lr_prints_suggestion_and_saves_curve(tmp_path, capsys):
     code, out, err = run(
         ["find-lr", "--dataset", "digits", "--model", "compact", "--batch-size", "32", "--num-iter", "30",
