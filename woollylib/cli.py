@@ -102,7 +102,10 @@ def _positive_int(text: str) -> int:
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=["digits", "cifar10", "folder"], help="data set (default: digits)")
-    g.add_argument("--data-dir", help="cifar10: download/cache folder (default: data); folder: the image folder")
+    g.add_argument(
+        "--data-dir",
+        help="cifar10: download/cache folder (default: data); folder: DIR with train/<class>/* and test/<class>/*",
+    )
     g.add_argument("--batch-size", type=_positive_int, help="images per step (default: 32)")
     g.add_argument("--loader", choices=["albumentations", "device"], help="batch loader (default: albumentations)")
     g.add_argument(
