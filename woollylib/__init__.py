@@ -18,7 +18,8 @@ from ._version import __version__
 # reach the network behind its user's back. Users who want the check can set the variable to "0".
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-_SUBMODULES = (
+__all__ = [
+    "__version__",
     "bp",
     "cli",
     "device",
@@ -29,9 +30,8 @@ _SUBMODULES = (
     "scheduler",
     "training",
     "utils",
-)
-
-__all__ = ["__version__", *_SUBMODULES]
+]
+_SUBMODULES = frozenset(__all__) - {"__version__"}
 
 
 def __getattr__(name):

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["select_device", "seed_everything", "resolve_device"]
+__all__ = ["resolve_device", "seed_everything", "select_device"]
 
 
 def select_device(prefer: str | None = None, verbose: bool = True) -> torch.device:
