@@ -1,9 +1,10 @@
 """Peak resident memory of one epoch through one loader (run by run.py in a fresh subprocess).
 
     python benchmarks/_memory.py device_loader 50000 cpu
-    -> {"tree_peak_mb": ..., "self_peak_mb": ..., "torch_baseline_mb": ..., "data_mb": ..., "images_per_s": ...}
+    -> {"tree_peak_mb": ..., "tree_pss_mb": ..., "self_peak_mb": ..., "torch_baseline_mb": ..., "data_mb": ..., "images_per_s": ...}
 
-tree_peak_mb: the process plus its DataLoader workers, sampled every 20 ms with psutil (the whole
+tree_peak_mb / tree_pss_mb: the process plus its DataLoader workers (RSS counts shared library
+pages once per worker, PSS shares them out), sampled every 20 ms with psutil (the whole
 tree at once: what the machine must hold); self_peak_mb: this process alone, from the kernel's
 high-water mark (VmHWM; getrusage's ru_maxrss would carry over the parent's peak across exec).
 """
@@ -28,14 +29,27 @@ import torch
 from _common import MEAN, STD, synthetic_cifar
 
 
-def tree_rss(proc: psutil.Process) -> int:
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
+def tree_rss(proc: psutil.Process) -> tuple[int, int]:
+    """(RSS, PSS) summed over the process and its children, bytes. RSS counts pages shared by the
+    workers (torch's libraries) once per process; PSS splits them: the machine's real cost."""
+    rss = pss = 0
+    for p in (proc, *proc.children(recursive=True)):
         try:
-            total += child.memory_info().rss
-        except psutil.Error:
+            rss += p.memory_info().rss
+            pss += _pss(p.pid)
+        except (psutil.Error, OSError):
             pass
-    return total
+    return rss, pss
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return psutil.Process(pid).memory_info().rss  # no smaps: fall back to RSS
 
 
 def self_peak_mb() -> float:
@@ -55,12 +69,13 @@ def main(kind: str, n: int, device: str) -> None:
     baseline = proc.memory_info().rss / 2**20  # the interpreter with torch imported, before any data
     images, labels = synthetic_cifar(n)
     data_mb = images.nbytes / 2**20
-    peak = [tree_rss(proc)]
+    peak = list(tree_rss(proc))  # [rss, pss]
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
-            peak[0] = max(peak[0], tree_rss(proc))
+            rss, pss = tree_rss(proc)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
             time.sleep(0.02)
 
     threading.Thread(target=sample, daemon=True).start()
@@ -90,8 +105,9 @@ def main(kind: str, n: int, device: str) -> None:
         k += len(x)
     dt = time.perf_counter() - t0
     stop.set()
-    peak[0] = max(peak[0], tree_rss(proc))
-    print(json.dumps({"tree_peak_mb": peak[0] / 2**20, "self_peak_mb": self_peak_mb(), "torch_baseline_mb": baseline, "data_mb": data_mb,
+    rss, pss = tree_rss(proc)
+    peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+    print(json.dumps({"tree_peak_mb": peak[0] / 2**20, "tree_pss_mb": peak[1] / 2**20, "self_peak_mb": self_peak_mb(), "torch_baseline_mb": baseline, "data_mb": data_mb,
                       "images": k, "images_per_s": k / dt}))
     if tmp is not None:
         tmp.cleanup()
