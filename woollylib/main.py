@@ -252,12 +252,13 @@ def show_augmentations(data, transform=None, *, n_images: int = 4, seed: int = 0
 
 
 def select_model(name: str = "custom_resnet", device=None, num_classes: int | None = None, *,
-                 data=None, summary: bool = True, input_size: Sequence[int] | None = None,
-                 **options) -> nn.Module:
+                 data=None, seed: int | None = None, summary: bool = True,
+                 input_size: Sequence[int] | None = None, **options) -> nn.Module:
     """Build a registered model (``woollylib.models.list_models()``), move it to ``device``, print its summary.
 
     ``num_classes``: default the number of classes of ``data`` when given, else 10. ``options``
-    go to the model (``norm="gn"``...). The recipe is kept on the model (``model.woollylib_spec``)
+    go to the model (``norm="gn"``...). ``seed`` seeds Python/NumPy/torch first, for the same
+    initial weights on every run. The recipe is kept on the model (``model.woollylib_spec``)
     so a run directory can rebuild it for its report.
     """
     from .models import get_model
@@ -266,6 +267,10 @@ def select_model(name: str = "custom_resnet", device=None, num_classes: int | No
     if num_classes is None:
         num_classes = len(data.classes) if data is not None else 10
     device = select_device(verbose=False) if device is None else _model_device(nn.Identity(), device)
+    if seed is not None:
+        from .device import seed_everything
+
+        seed_everything(seed)
     model = get_model(name, num_classes=num_classes, **options).to(device)
     setattr(model, SPEC_ATTR, {"name": name, "options": dict(options), "num_classes": num_classes})
     if summary:
