@@ -139,15 +139,22 @@ def _stages(model: nn.Module) -> list[str]:
         return []
 
 
-def _check_layers(model: nn.Module, layers: Sequence[str]) -> list[str]:
+def _check_layers(model: nn.Module, layers: Sequence[str], argument: str = "layers") -> list[str]:
     """Validate stage names up front: a missing one raises ValueError listing the stages it has."""
     from .utils.gradcam import resolve_stage
 
     layers = [layers] if isinstance(layers, str) else list(layers)
     if not layers:
-        raise ValueError(f"layers is empty; name at least one stage of the model: {_stages(model)}")
+        raise ValueError(f"{argument} is empty; name at least one stage of the model: {_stages(model)}")
     for layer in layers:
-        resolve_stage(model, layer)
+        try:
+            resolve_stage(model, layer)
+        except ValueError:
+            have = ", ".join(_stages(model)) or "none declared (use submodule names such as 'features.7')"
+            raise ValueError(
+                f"{type(model).__name__} has no stage {layer!r}; the stages it has are: {have}. "
+                f"Pass some of them as {argument}=..."
+            ) from None
     return layers
 
 
@@ -415,10 +422,11 @@ def show_per_class_accuracy(model: nn.Module, data, device=None, *, save_path=No
 
 
 def compare_optimizers(model: nn.Module, data, device=None, optimizers: Sequence[str] = ("sgd", "adam", "adamw",
-                       "rmsprop", "adagrad"), epochs: int = 3, *, show: bool | None = None, save_path=None,
-                       **kwargs) -> dict:
+                       "rmsprop", "adagrad"), epochs: int | None = None, *, EPOCHS: int | None = None,
+                       show: bool | None = None, save_path=None, **kwargs) -> dict:
     """Train a copy of ``model`` per optimizer from the same initial weights; plot and return the histories.
 
+    ``epochs`` (alias ``EPOCHS``, default 3) per optimizer.
     Returns ``{optimizer name: History}``; ``model`` itself is not changed. The comparison figure is
     displayed in a notebook (``show=None``) and written to ``save_path``. Other keywords go to
     ``woollylib.utils.compare.compare_optimizers`` (``lrs={"adam": 1e-3}``, ``scheduler``...).
@@ -426,7 +434,8 @@ def compare_optimizers(model: nn.Module, data, device=None, optimizers: Sequence
     from .utils import visualize as viz
     from .utils.compare import compare_optimizers as compare
 
-    epochs = _alias("epochs", epochs, "EPOCHS", kwargs.pop("EPOCHS", None))
+    epochs = _alias("epochs", epochs, "EPOCHS", EPOCHS)
+    epochs = 3 if epochs is None else epochs
     histories = compare(model, data, optimizers=optimizers, epochs=epochs,
                         device=_model_device(model, device), **kwargs)
     fig = viz.plot_optimizer_comparison(histories, save_path=save_path)
@@ -448,7 +457,7 @@ def show_adversarial(model: nn.Module, data, device=None, epsilon: float = 8 / 2
         raise ValueError(f"epsilon must be >= 0 (a pixel budget on [0, 1], e.g. 8/255), got {epsilon}")
     device = _model_device(model, device)
     if layer is not None:
-        _check_layers(model, [layer])
+        _check_layers(model, [layer], "layer")
     images, labels = _correct_examples(model, data, device, n)
     return _displayable(viz.plot_adversarial(model, images, labels, data.mean, data.std, epsilon=epsilon,
                                              attack=attack, classes=getattr(data, "classes", None),
