@@ -20,21 +20,25 @@ A drop-in for the Albumentations DataLoader of ``make_loader`` with the training
   "reflect_101" (cv2.BORDER_REFLECT_101 = torch "reflect", airbench's choice), "reflect", "replicate",
   "wrap"; cv2 BORDER_* integers are accepted), then a crop back to H x W at an offset uniform over the
   (2*crop_pad+1)^2 positions (A.RandomCrop);
-* horizontal flip with probability 1/2 (A.HorizontalFlip);
+* horizontal flip with probability 1/2 (A.HorizontalFlip; done before the crop here: with a symmetric
+  border, flip(crop(x, dx)) = crop(flip(x), 2*crop_pad - dx) and dx is uniform, so the distribution
+  of (image, offset, flip) is the preset's);
 * with probability ``cutout_p`` one ``cutout`` x ``cutout`` hole (clipped to the image size) whose
   top-left corner is uniform over the positions that keep it fully inside the image, filled with the
   mean colour rounded to 0-255 (A.CoarseDropout(num_holes_range=(1, 1), hole_*_range=(16, 16))).
 * Normalize(mean, std) at the very end.
 
-Where the time goes: the set stays uint8 (150 MB for 50,000 CIFAR images; the numpy array is shared,
-not copied, on the CPU). Every random number of an epoch is drawn at once on the CPU from
-``torch.Generator`` seeded by (seed, epoch) and sent to the device in one copy per epoch, so a batch
-needs no host sync. Each batch is sorted by (flip, x-offset): the rows (with the y-offset and the
-vertical padding folded into the row index) come in with ONE index_select of contiguous rows, the
-flips are one slice op, the x-crop is one slice copy per offset (at most 2*(2*crop_pad+1) ops per
-batch, not per image), the holes are one index_put, the sort is undone with one index_select of
-uint8 rows, and the only float pass is the final normalise (copy + multiply-add, vectorised along
-rows). No per-image Python anywhere.
+Where the time goes (and the bytes): the set stays uint8 (150 MB for 50,000 CIFAR images), stored
+in the layout of the output (NHWC for channels_last: the numpy array itself on the CPU, no copy; else
+NCHW: a transposing last pass costs more than all the rest). Every random number of an epoch is drawn
+at once on the CPU from a ``torch.Generator`` seeded by (seed, epoch) and sent to the device in one
+copy, so a batch needs no host sync. Each batch is sorted by (flip, x-offset) and then:
+one index_select of contiguous rows (the y-offset and the vertical border folded into the row ids,
+from a (2*crop_pad+1, rows) table); one flip of the flipped tail; a copy into a reused canvas whose
+constant border was filled once; one slice copy per (flip, x-offset) run (at most 2*(2*crop_pad+1)
+per batch, never per image); the holes written as runs of contiguous values through a sliding-window
+view (one index_put); the sort undone by one index_select of uint8 images; and a single float pass,
+copy + addcmul with constants tiled along the memory rows. About 2-3 us per image on one core.
 """
 
 from __future__ import annotations
