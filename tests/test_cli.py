@@ -40,6 +40,7 @@ def test_parser_has_one_function_per_command():
     parser = cli.get_args_parser()
     assert parser.parse_args(["train"]).func is cli.train
     assert parser.parse_args(["find-lr"]).func is cli.find_lr
+    assert parser.parse_args(["report", "runs/x"]).func.__name__ == "run_report"
     with pytest.raises(SystemExit):
         parser.parse_args([])
 
@@ -191,3 +192,28 @@ def test_train_divergence_exits_1_naming_epoch_batch_lr(tmp_path, capsys):
     assert code == 1
     assert "non-finite loss at epoch 1, batch" in err and "lr=" in err
     assert not (out / "last.pt").exists() and not (out / "history.json").exists()
+
+
+def test_train_find_lr_and_report_then_report_command(tmp_path, capsys):
+    """--find-lr keeps its curve in the run, --report writes report.md; `woollylib report` redoes it."""
+    import re
+
+    out = tmp_path / "run"
+    args = ["train", *FAST[:-3], "--find-lr", "--epochs", "1", "--no-progress", "--out", str(out), "--report"]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    curve = json.loads((out / "lr_finder.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr"] == pytest.approx(curve["suggestion"])  # the run trained at the suggested lr
+    text = (out / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert "lr_finder.png" in links and "confusion_matrix.png" in links
+    for name in links:
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+    (out / "report.md").unlink()
+    code, _, err = run(["report", str(out), "--misclassified", "4", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert (out / "report.md").is_file()
+    code, _, err = run(["report", str(tmp_path / "nope")], capsys)
+    assert code == 2 and "nope" in err

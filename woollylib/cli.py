@@ -62,7 +62,7 @@ DEVICE_AUGMENT = {
     "none": {"crop_pad": 0, "flip": False, "cutout": 0},
 }
 # Options that may differ when resuming (they do not change the run's results).
-RESUME_FREE = {"device", "workers", "out", "resume", "overwrite", "progress", "epochs"}
+RESUME_FREE = {"device", "workers", "out", "resume", "overwrite", "progress", "epochs", "report"}
 
 
 class CLIError(Exception):
@@ -163,6 +163,9 @@ def _add_train_parser(sub) -> None:
     g.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    from .report import add_report_arguments
+
+    add_report_arguments(g, train=True)
     p.set_defaults(func=train)
 
 
@@ -197,6 +200,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_train_parser(sub)
     _add_find_lr_parser(sub)
+    from .report import add_report_arguments
+
+    add_report_arguments(sub.add_parser(
+        "report",
+        help="write report.md with the metrics table and every figure for a run directory",
+        description="Write RUN_DIR/report.md and its PNG figures, ready to paste into a write-up.",
+    ))
     return parser
 
 
@@ -350,9 +360,9 @@ def train(args: argparse.Namespace) -> int:
             model, data.train_loader, optimizer=_optimizer(args, model, 1e-7), device=device
         )
         found = args.lr = float(result.suggestion)  # find_lr prints the suggestion
+        found_result = result  # saved into --out once the run has started there
 
-    from .training import Trainer, atomic_write_json
-    from .utils import metrics
+    from .training import Trainer
 
     cli_args = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     scheduler_kwargs = {"pct_start": args.pct_start} if args.pct_start is not None else None
@@ -384,26 +394,39 @@ def train(args: argparse.Namespace) -> int:
     history = trainer.fit()
     seconds = time.perf_counter() - t0
 
-    summary = metrics.summary(trainer.model, data.test_loader, device, classes=data.classes, tta_flip=bool(args.tta))
-    summary.update(
-        {
-            "model_weights": "last epoch",
-            "epochs": len(history),
-            "final_test_acc": history.test_acc[-1],
-            "best_epoch": history.best_epoch,
-            "best_test_acc": history.best_test_acc,
-            "train_time_s": float(sum(history.epoch_time)),  # all epochs of the run, train + test
-            "this_session_s": seconds,
-            "lr": args.lr,
-            "found_lr": found,
-        }
-    )
-    atomic_write_json(summary, out / "metrics.json")
+    from .report import write_metrics
+
+    summary = write_metrics(out, trainer.model, data, device, history, tta_flip=bool(args.tta),
+                            this_session_s=seconds, lr=args.lr, found_lr=found)
+    if found is not None:
+        _save_lr_finder(found_result, out)
     print(
         f"test accuracy {summary['accuracy']:.2f}% (best {history.best_test_acc:.2f}% at epoch "
         f"{history.best_epoch}); {len(history)} epochs in {summary['train_time_s']:.1f} s; wrote {out}/"
     )
+    if args.report:
+        from .report import write_report
+
+        write_report(out, trainer.model, data, device)
     return 0
+
+
+def _save_lr_finder(result, out: Path) -> None:
+    """``lr_finder.json`` (the curve and suggestion, read by the report) and ``lr_finder.png``."""
+    from .training import atomic_write_json
+    from .utils.visualize import plot_lr_finder
+
+    atomic_write_json(
+        {
+            "suggestion": float(result.suggestion),
+            "method": result.method,
+            "lrs": [float(x) for x in result.lrs],
+            "losses": [float(x) for x in result.losses],
+        },
+        out / "lr_finder.json",
+    )
+    plot_lr_finder(result, save_path=out / "lr_finder.png")
+    print(f"wrote {out / 'lr_finder.json'} and {out / 'lr_finder.png'}")
 
 
 def find_lr(args: argparse.Namespace) -> int:
@@ -426,26 +449,8 @@ def find_lr(args: argparse.Namespace) -> int:
     )
     print(f"suggested lr: {float(result.suggestion):.4g} ({result.method})")
     if args.out:
-        from .training import atomic_write_json
-
-        out = Path(args.out)
-        atomic_write_json(
-            {
-                "suggestion": float(result.suggestion),
-                "method": result.method,
-                "lrs": [float(x) for x in result.lrs],
-                "losses": [float(x) for x in result.losses],
-            },
-            out / "lr_finder.json",
-        )
-        print(f"wrote {out / 'lr_finder.json'}")
-        try:
-            from .utils.visualize import plot_lr_finder
-        except ImportError:
-            plot_lr_finder = None
-        if plot_lr_finder is not None:
-            plot_lr_finder(result, save_path=out / "lr_finder.png")
-            print(f"wrote {out / 'lr_finder.png'}")
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        _save_lr_finder(result, Path(args.out))
     return 0
 
 
