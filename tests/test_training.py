@@ -392,3 +392,21 @@ def test_resume_exact_with_albumentations_loader_and_device_loader(tmp_path):
                                   **opts)
         assert_same_weights(model_c.state_dict(), model.state_dict())
         assert_same_history(resumed, straight)
+
+
+def test_speed_defaults_per_device_and_what_the_trainer_records(tmp_path):
+    from woollylib.training import speed_defaults
+
+    assert speed_defaults("cpu") == (False, True)  # channels_last measured faster; bf16 opt-in
+    assert speed_defaults("cuda") == (True, True)  # fp16 + GradScaler, NHWC
+    assert speed_defaults("mps") == (False, False)
+    assert speed_defaults("cpu", "bf16", False) == ("bf16", False)  # explicit values pass through
+    with pytest.raises(ValueError, match="channels_last"):
+        speed_defaults("cpu", "auto", "yes")
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10))
+    images, labels = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    model(images)  # materialise the lazy layer
+    trainer = Trainer(model, ([(images, labels)] * 2, [(images, labels)]), "cpu", 1, lr=0.01,
+                      out_dir=tmp_path / "run", progress=False, verbose=False)
+    assert trainer.config["amp"] is False and trainer.config["channels_last"] is True
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -41,7 +41,8 @@ TRAIN_DEFAULTS = {
     "nesterov": False,
     "scheduler": "onecycle",
     "pct_start": None,  # one-cycle: fraction of steps spent warming up (None = scheduler default)
-    "amp": "off",
+    "amp": "auto",  # auto: fp16 + GradScaler on CUDA, off on CPU/MPS (training.speed_defaults)
+    "channels_last": "auto",  # auto: on for CUDA and CPU, off for MPS
     "ricap": None,  # RICAP beta (None = off; 0.3 in the paper)
     "label_smoothing": 0.0,
     "grad_clip": None,  # max gradient L2 norm
@@ -151,8 +152,13 @@ def _add_train_parser(sub) -> None:
         "--amp",
         nargs="?",
         const="on",
-        choices=["off", "on", "bf16", "fp16"],
-        help="mixed precision (--amp = on: fp16+scaler on CUDA, bf16 on CPU)",
+        choices=["auto", "off", "on", "bf16", "fp16"],
+        help="mixed precision; on: fp16+scaler on CUDA, bf16 on CPU (default: auto = on for CUDA, off otherwise)",
+    )
+    g.add_argument(
+        "--channels-last",
+        choices=["auto", "on", "off"],
+        help="NHWC memory format (default: auto = on for CUDA and CPU, off for MPS)",
     )
     g.add_argument("--ricap", type=_positive_float, metavar="BETA", help="RICAP with Beta(BETA, BETA) (paper: 0.3)")
     g.add_argument("--label-smoothing", type=float, help="torch's label smoothing in [0, 1) (default: 0)")
@@ -292,8 +298,8 @@ def _optimizer(args, model, lr):
     )
 
 
-def _amp_value(text: str):
-    return {"off": False, "on": True}.get(text, text)
+def _switch(text: str):
+    return {"off": False, "on": True}.get(text, text)  # "auto", "bf16", "fp16" pass through
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,7 +384,8 @@ def train(args: argparse.Namespace) -> int:
         nesterov=bool(args.nesterov),
         scheduler=args.scheduler,
         scheduler_kwargs=scheduler_kwargs,
-        amp=_amp_value(args.amp),
+        amp=_switch(args.amp),
+        channels_last=_switch(args.channels_last),
         ricap_beta=args.ricap,
         label_smoothing=args.label_smoothing,
         grad_clip=args.grad_clip,

@@ -47,6 +47,7 @@ __all__ = [
     "atomic_save",
     "atomic_write_json",
     "load_checkpoint",
+    "speed_defaults",
     "train_test_loop",
 ]
 
@@ -287,6 +288,26 @@ def _steps_per_epoch(loader) -> int:
     return n
 
 
+def speed_defaults(device, amp="auto", channels_last="auto") -> tuple[bool | str, bool]:
+    """Resolve ``"auto"`` for ``amp`` and ``channels_last`` on ``device``; other values pass through.
+
+    Chosen from measurements (benchmarks/run.py): on CUDA, fp16 autocast with a GradScaler and
+    channels_last are the standard fast path for convnets. On the CPU, channels_last trained 1.1-1.5x
+    faster for every model here (compact 1,299 -> 2,004 img/s, custom_resnet 162 -> 183, resnet18
+    78 -> 112), while bf16 autocast helps only CPUs with native bf16 and the ResNets (custom_resnet
+    1.9x on an AVX-512-bf16 CPU) and slows the depthwise compact net: it stays opt-in (``amp=True``).
+    MPS: both off.
+    """
+    device = torch.device(device)
+    if isinstance(amp, str) and amp == "auto":
+        amp = device.type == "cuda"
+    if isinstance(channels_last, str):
+        if channels_last != "auto":
+            raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
+        channels_last = device.type in ("cuda", "cpu")
+    return amp, bool(channels_last)
+
+
 class Trainer:
     """Train ``model`` for ``epochs`` epochs with checkpoints after each epoch.
 
@@ -301,8 +322,10 @@ class Trainer:
         momentum, weight_decay, nesterov: optimizer options (weight_decay is L2 per step).
         scheduler: "onecycle" (per batch) | "plateau" (per epoch, on the test loss) | "none" | None.
         scheduler_kwargs: extra options for ``scheduler.get_scheduler`` (pct_start, div_factor, ...).
-        amp: False | True | "bf16" | "fp16" (see the engine).
-        ricap_beta, label_smoothing, l1, grad_clip, channels_last: engine options.
+        amp: "auto" | False | True | "bf16" | "fp16" (see the engine). "auto" = fp16 autocast with a
+            GradScaler on CUDA, off elsewhere (see ``speed_defaults``).
+        channels_last: "auto" | True | False; "auto" = on for CUDA and CPU, off for MPS.
+        ricap_beta, label_smoothing, l1, grad_clip: engine options.
         out_dir: run directory for checkpoints and history (None = keep nothing on disk).
         resume: continue the run saved in ``out_dir/last.pt`` exactly where it stopped.
         overwrite: allow a fresh run to replace the run already in ``out_dir``.
@@ -327,12 +350,12 @@ class Trainer:
         no_decay_bn_bias: bool = False,
         scheduler: str | None = "onecycle",
         scheduler_kwargs: dict | None = None,
-        amp: bool | str = False,
+        amp: bool | str = "auto",
         ricap_beta: float | None = None,
         label_smoothing: float = 0.0,
         l1: float = 0.0,
         grad_clip: float | None = None,
-        channels_last: bool = False,
+        channels_last: bool | str = "auto",
         tta_flip: bool = False,
         out_dir: str | os.PathLike | None = None,
         resume: bool = False,
@@ -348,6 +371,7 @@ class Trainer:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.train_loader, self.test_loader, data_info = _split_data(data)
         self.device = resolve_device(device)
+        amp, channels_last = speed_defaults(self.device, amp, channels_last)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.resume = bool(resume)
         self.overwrite = bool(overwrite)
