@@ -11,14 +11,7 @@ import torch
 from woollylib import cli
 from woollylib.training import History
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on this shared 2-core CPU two threads were up to 10x slower (spin-waits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # compact net (55k parameters): 2 epochs on digits reach ~90% in a few seconds on this CPU
 FAST = ["--dataset", "digits", "--model", "compact", "--batch-size", "32", "--lr", "0.2", "--no-progress"]

@@ -13,14 +13,7 @@ from woollylib.bp import engine
 from woollylib.bp.engine import NonFiniteLossError
 from woollylib.training import History, Trainer, load_checkpoint, train_test_loop
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on this shared 2-core CPU two threads were up to 10x slower (spin-waits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 N_TRAIN, N_TEST, BATCH = 64, 32, 16  # 4 steps per epoch
 
