@@ -101,3 +101,14 @@ def test_import_has_no_side_effects():
     )
     result = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_albumentations_argument_warnings_fail_the_suite():
+    """pytest.ini turns albumentations' 'invalid/ignored argument' warnings into errors, so a
+    pipeline built with 1.x argument names cannot pass the tests silently."""
+    import albumentations as A
+
+    with pytest.raises(UserWarning, match="are not valid for transform CoarseDropout"):
+        A.CoarseDropout(max_holes=1, fill_value=0)
+    with pytest.raises(UserWarning, match="special case of Affine"):
+        A.ShiftScaleRotate()
