@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         try:
             report[name] = runners[name]()
-        except ImportError as exc:  # a module of woollylib that has not landed, or a missing extra
+        except ImportError as exc:  # a missing optional package (e.g. the bench extra)
             report[name] = unavailable(f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 - one broken section must not hide the others
             report[name] = unavailable(f"{type(exc).__name__}: {exc}")

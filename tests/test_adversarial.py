@@ -23,7 +23,7 @@ MEAN, STD = (0.2, 0.2, 0.2), (0.3, 0.3, 0.3)  # pixel units
 
 
 def digits_pixels(n: int = 600):
-    """Real digits images (DATA's source) as float pixels (N, 3, 32, 32) in [0, 1] and labels."""
+    """Real digits images (the embedded source) as float pixels (N, 3, 32, 32) in [0, 1] and labels."""
     src = load_source("digits", train=True)
     x = torch.from_numpy(src.images[:n]).permute(0, 3, 1, 2).float() / 255.0
     return x, torch.as_tensor(np.asarray(src.labels[:n])).long()

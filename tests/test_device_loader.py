@@ -141,7 +141,7 @@ def test_cutout_is_one_clipped_square_filled_with_the_mean():
 
 
 def test_statistics_match_the_albumentations_preset():
-    # ours: 4096 images; theirs: 3000 through DATA's train_transforms preset (same mean fill, p=0.5)
+    # ours: 4096 images; theirs: 3000 through the train_transforms preset (same mean fill, p=0.5)
     dl, img, _ = loader(n=4096, bs=512, seed=3)
     ours = params_of([to_pixels(x) for x, _ in dl])
     tf = train_transforms(MEAN, STD, seed=1)

@@ -42,7 +42,7 @@ def make_tensors(n, seed):
 
 
 class EpochLoader:
-    """Shuffling, flip-augmenting loader with the contract's set_epoch(epoch) protocol.
+    """Shuffling, flip-augmenting loader with the loaders' set_epoch(epoch) protocol.
 
     All randomness comes from (seed, epoch). ``fail`` = (epoch, batch, what) raises
     KeyboardInterrupt ("interrupt") or yields NaN images ("nan") at that point.
@@ -360,7 +360,7 @@ def test_short_digits_run_learns_well_above_chance():
 
 
 def test_resume_exact_with_albumentations_loader_and_device_loader(tmp_path):
-    """The contract's set_epoch protocol end to end: random crop/flip/cutout loaders, 1 + 1 == 2."""
+    """The loaders' set_epoch protocol end to end: random crop/flip/cutout loaders, 1 + 1 == 2."""
     from woollylib.models import get_model
     from woollylib.preloading import from_arrays, get_data, load_source
 

@@ -152,7 +152,7 @@ class DeviceLoader:
         if cutout < 0 or not 0.0 <= cutout_p <= 1.0:
             raise ValueError(f"cutout must be >= 0 px and cutout_p in [0, 1], got {cutout}, {cutout_p}")
         if mean is None or std is None:
-            from .stats import channel_stats  # DATA's helper: chunked, no float copy
+            from .stats import channel_stats  # chunked: no float copy of the set
 
             stats = channel_stats(images.numpy() if images.device.type == "cpu" else images.cpu().numpy(),
                                   verbose=False)

@@ -60,22 +60,11 @@ def _method_class(method: str):
     return key, getattr(pytorch_grad_cam, _METHODS[key])
 
 
-def _registry():
-    """``woollylib.models`` stage helpers, or ``(None, None)`` while that package lacks them."""
-    try:
-        from woollylib.models import get_stage, get_stages
-    except ImportError:
-        return None, None
-    return get_stage, get_stages
-
-
 def _candidate_stages(model: nn.Module) -> list[str]:
-    _, get_stages = _registry()
+    from woollylib.models import get_stages
+
     if getattr(model, "stage_names", None):
-        if get_stages is not None:
-            with contextlib.suppress(Exception):
-                return list(get_stages(model))
-        return list(model.stage_names)
+        return list(get_stages(model))
     return [name for name, _ in model.named_children()]
 
 
@@ -90,10 +79,10 @@ def resolve_stage(model: nn.Module, stage: str | nn.Module) -> nn.Module:
         return stage
     stage = str(stage)
     if getattr(model, "stage_names", None):
-        get_stage, _ = _registry()
-        if get_stage is not None:
-            with contextlib.suppress(ValueError, KeyError, AttributeError):
-                return get_stage(model, stage)
+        from woollylib.models import get_stage
+
+        with contextlib.suppress(ValueError, KeyError, AttributeError):
+            return get_stage(model, stage)
     if stage:
         with contextlib.suppress(AttributeError):
             return model.get_submodule(stage)
