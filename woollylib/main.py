@@ -196,8 +196,8 @@ def download_data(
     from .preloading import get_data
 
     if isinstance(augment, str) and augment == "auto":
-        augment = DIGITS_AUGMENT if name == "digits" else None
-    if loader == "device" and augment not in (None, "auto"):
+        augment = DIGITS_AUGMENT if name == "digits" and loader == "albumentations" else None
+    if loader == "device" and augment is not None:
         raise ValueError(
             "augment= only applies to loader='albumentations'; the device loader takes "
             "loader_kw={'crop_pad': 4, 'flip': True, 'cutout': 16}"
@@ -473,7 +473,7 @@ def _correct_examples(model, data, device, n):
     right, wrong = [], []
     try:
         for images, labels in data.test_loader:
-            pred = model(images.to(device)).argmax(1).cpu()
+            pred, labels = model(images.to(device)).argmax(1).cpu(), labels.cpu()  # device loader: CUDA labels
             for i in range(len(labels)):
                 (right if pred[i] == labels[i] else wrong).append((images[i], labels[i]))
             if len(right) >= n:

@@ -163,7 +163,8 @@ def write_metrics(out_dir, model, data, device, history, tta_flip: bool = False,
     from .training import atomic_write_json
     from .utils import metrics
 
-    summary = metrics.summary(model, data.test_loader, device, classes=getattr(data, "classes", None),
+    test_loader = data.test_loader if hasattr(data, "test_loader") else data[1]  # bundle or (train, test)
+    summary = metrics.summary(model, test_loader, device, classes=getattr(data, "classes", None),
                               tta_flip=tta_flip)
     summary.update({
         "model_weights": "last epoch",

@@ -205,7 +205,7 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
     np.random.set_state(
-        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+        (n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
     )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -286,6 +286,15 @@ def _steps_per_epoch(loader) -> int:
     if n < 1:
         raise ValueError("the train loader yields no batches; check the dataset size and batch_size/drop_last")
     return n
+
+
+def _registry_spec(model: nn.Module) -> dict:
+    """``model_name``/``model_options`` of a model built by ``woollylib.models.get_model`` (so a
+    report can rebuild exactly this architecture); empty for other models."""
+    spec = getattr(model, "woollylib_spec", None)
+    if not isinstance(spec, dict) or "name" not in spec:
+        return {}
+    return {"model_name": spec["name"], "model_options": dict(spec.get("options") or {})}
 
 
 def speed_defaults(device, amp="auto", channels_last="auto") -> tuple[bool | str, bool]:
@@ -463,6 +472,7 @@ class Trainer:
         self.config = _jsonable(
             {
                 "model": type(model).__name__,
+                **_registry_spec(model),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "epochs": self.epochs,
                 "optimizer": opt_name,

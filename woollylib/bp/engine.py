@@ -15,9 +15,9 @@ sample; accuracies are percentages. Running sums live on the device and are read
 
 Mixed precision (``amp``): False = fp32; True = fp16 + GradScaler on CUDA, bf16 elsewhere;
 "fp16" = fp16 + GradScaler on any device; "bf16" = bf16 autocast without scaler. With a
-GradScaler, a step the scaler skipped (inf/NaN gradients: its scale went down in ``update``) does
-not advance the learning-rate scheduler. Reading the scale is one host read per step, which the
-scaler's own ``step`` already costs for non-fused optimizers.
+GradScaler, a step the scaler skipped (inf/NaN gradients) does not advance the learning-rate
+scheduler; the engine reads the same inf/NaN flags the scaler's ``step`` reads, so the fp16 path
+makes the one host sync per step that any GradScaler loop makes, and no other.
 
 Schedulers: per-batch schedulers (OneCycleLR; see ``woollylib.scheduler.scheduler_steps_per_batch``)
 are stepped here, never past their ``total_steps``; per-epoch ones (ReduceLROnPlateau) are left to
@@ -158,6 +158,19 @@ def _to_device(images, labels, device, channels_last):
     return images, labels.to(device, dtype=torch.long, non_blocking=True)
 
 
+def _found_inf(scaler, optimizer) -> bool | None:
+    """Whether ``scaler.step(optimizer)`` is about to skip (inf/NaN gradients), after ``unscale_``.
+
+    Reads the flags ``GradScaler.step`` itself reads, so the fp16 path costs one host sync per
+    step, as a plain GradScaler loop does. None if this GradScaler keeps no such state.
+    """
+    state = getattr(scaler, "_per_optimizer_states", {}).get(id(optimizer), {})
+    flags = state.get("found_inf_per_device")
+    if not flags:
+        return None
+    return bool(sum(v.item() for v in flags.values()))
+
+
 def _can_step(scheduler) -> bool:
     """False once a scheduler with ``total_steps`` (OneCycleLR) reached its last step."""
     total = getattr(scheduler, "total_steps", None)
@@ -273,14 +286,16 @@ def train_epoch(
             skipped = False
             if scaler is not None:
                 scaler.scale(total).backward()
+                scaler.unscale_(optimizer)  # finds inf/NaN grads now (step would do it anyway)
                 if grad_clip:
-                    scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                scaler.step(optimizer)
+                found = _found_inf(scaler, optimizer)  # the one host read step() makes too
+                scaler.step(optimizer)  # re-reads the same flags with nothing queued: no extra wait
                 scaler.update()
-                new_scale = scaler.get_scale()
-                skipped = new_scale < scale  # the scaler backs off only when it skipped the step
-                scale = new_scale
+                if found is None:  # a GradScaler without per-optimizer state: ask the scale instead
+                    new_scale = scaler.get_scale()
+                    found, scale = new_scale < scale, new_scale  # it backs off only on a skipped step
+                skipped = found
             else:
                 total.backward()
                 if grad_clip:

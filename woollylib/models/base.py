@@ -16,6 +16,20 @@ import torch
 from torch import nn
 
 
+def check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(
+            f"num_classes must be an int, got {type(num_classes).__name__} {num_classes!r}: "
+            "pass the number of classes, e.g. num_classes=10"
+        )
+    if num_classes < 1:
+        raise ValueError(
+            f"num_classes must be at least 1, got {num_classes}: pass the number of classes of "
+            "your data set (10 for CIFAR-10)"
+        )
+    return num_classes
+
+
 class ImageClassifier(nn.Module):
     """Base class: subclasses set `stage_names` and call `self.check_input(x)` in `forward`.
 
@@ -28,7 +42,7 @@ class ImageClassifier(nn.Module):
         super().__init__()
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}: use 3 for RGB")
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes)
         self.in_channels = in_channels
 
     def check_input(self, x: torch.Tensor) -> None:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .base import check_num_classes
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -47,18 +49,6 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names if pattern is None else fnmatch.filter(names, pattern)
 
 
-def _check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(
-            f"num_classes must be an int, got {type(num_classes).__name__} {num_classes!r}: "
-            "pass the number of classes, e.g. num_classes=10"
-        )
-    if num_classes < 1:
-        raise ValueError(
-            f"num_classes must be at least 1, got {num_classes}: pass the number of classes of "
-            "your data set (10 for CIFAR-10)"
-        )
-    return num_classes
 
 
 def get_model(name: str, num_classes: int = 10, **options) -> nn.Module:
@@ -85,4 +75,7 @@ def get_model(name: str, num_classes: int = 10, **options) -> nn.Module:
             f"model {name!r} has no option {', '.join(map(repr, unknown))}: "
             f"its options are {', '.join(accepted)}"
         )
-    return build(num_classes=_check_num_classes(num_classes), **options)
+    model = build(num_classes=check_num_classes(num_classes), **options)
+    # the recipe, so a run directory can rebuild exactly this architecture (report, resume checks)
+    model.woollylib_spec = {"name": name, "options": dict(options), "num_classes": num_classes}
+    return model

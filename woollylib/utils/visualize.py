@@ -577,7 +577,7 @@ def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 2
     from woollylib.utils.gradcam import compute_cams, overlay
     from woollylib.utils.gradcam.core import model_device
 
-    images, labels = images[:n], torch.as_tensor(labels)[:n]
+    images, labels = images[:n], torch.as_tensor(labels).cpu()[:n]  # beside the CPU predictions
     n = len(images)
     if adversarial is None:
         if attack not in adv_mod.ATTACKS:
