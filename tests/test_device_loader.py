@@ -69,6 +69,7 @@ def loader(n=600, bs=128, **kw) -> tuple[DeviceLoader, np.ndarray, np.ndarray]:
     img, lab = coded_images(n)
     kw.setdefault("seed", 0)
     kw.setdefault("train", True)
+    kw.setdefault("device", "cpu")  # compared with numpy on the host, also on a machine with a GPU
     return DeviceLoader((img, lab), bs, mean=MEAN, std=STD, **kw), img, lab
 
 
@@ -212,7 +213,7 @@ def test_layouts_storage_and_output_formats_agree():
 
 def test_uint8_storage_shares_the_source_memory_on_cpu():
     img, lab = coded_images(100)
-    dl = DeviceLoader((img, lab), 50, train=True, mean=MEAN, std=STD, seed=0, channels_last=True)
+    dl = DeviceLoader((img, lab), 50, train=True, mean=MEAN, std=STD, seed=0, channels_last=True, device="cpu")
     assert dl.layout == "nhwc" and dl._images.data_ptr() == torch.from_numpy(img).data_ptr()  # no copy
     assert DeviceLoader((img, lab), 50, train=True, mean=MEAN, std=STD).layout == "nchw"  # auto: output's
 
