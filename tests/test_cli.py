@@ -53,8 +53,9 @@ def test_train_end_to_end_on_digits_then_resume(tmp_path, capsys):
     assert len(metrics["per_class_accuracy"]) == 10
     assert "test accuracy" in stdout and "epoch   2/2" in stdout
     ckpt = torch.load(out / "last.pt", weights_only=True)
-    assert ckpt["config"]["cli"]["model"] == "compact" and ckpt["epoch"] == 2
-    assert (ckpt["config"]["optimizer"], ckpt["config"]["lr"], ckpt["config"]["momentum"]) == ("sgd", 0.2, 0.9)
+    assert ckpt["config"]["model"]["name"] == "compact" and ckpt["epoch"] == 2
+    optim = ckpt["config"]["settings"]["optim"]
+    assert (optim["name"], optim["lr"], optim["momentum"]) == ("sgd", 0.2, 0.9)
 
     # a fresh run into the same directory refuses and leaves every file as it was
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -197,7 +198,7 @@ def test_train_find_lr_and_report_then_report_command(tmp_path, capsys):
     assert code == 0, err
     curve = json.loads((out / "lr_finder.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    assert config["lr"] == pytest.approx(curve["suggestion"])  # the run trained at the suggested lr
+    assert config["settings"]["optim"]["lr"] == pytest.approx(curve["suggestion"])  # the run trained at the suggested lr
     text = (out / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert "lr_finder.png" in links and "confusion_matrix.png" in links

@@ -87,7 +87,7 @@ def test_train_test_loop_aliases_and_run_files(data, trained):
     model, history, out = trained
     assert isinstance(history, History) and len(history) == 1
     config = json.loads((out / "config.json").read_text())
-    assert config["model_name"] == "compact" and config["epochs"] == 1
+    assert config["model"]["name"] == "compact" and config["settings"]["schedule"]["epochs"] == 1
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["samples"] == 360
     assert saved["accuracy"] == pytest.approx(metrics.predict(model, data.test_loader, "cpu").accuracy)

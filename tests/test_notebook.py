@@ -93,4 +93,4 @@ def test_notebook_leaves_a_run_directory_with_a_report(executed):
     shown = float(next(o for o in lr_cell.outputs if o.output_type == "execute_result")["data"]["text/plain"])
     import json
 
-    assert json.loads((run / "config.json").read_text())["lr"] == pytest.approx(shown)
+    assert json.loads((run / "config.json").read_text())["settings"]["optim"]["lr"] == pytest.approx(shown)

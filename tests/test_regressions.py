@@ -44,7 +44,7 @@ def test_report_rebuilds_the_exact_architecture_of_a_python_run(digits, tmp_path
     train_test_loop(model, digits, "cpu", epochs=1, max_lr=0.05, out_dir=tmp_path / "run", progress=False,
                     verbose=False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (config["model_name"], config["model_options"]) == ("compact", {"downsample": "dilation"})
+    assert (config["model"]["name"], config["model"]["options"]) == ("compact", {"downsample": "dilation"})
     rebuilt, _ = rebuild(tmp_path / "run", "cpu", "last", None)[:2]
     assert rebuilt.woollylib_spec["options"] == {"downsample": "dilation"}
     x = next(iter(digits.test_loader))[0]

@@ -201,7 +201,9 @@ def test_checkpoints_load_weights_only_and_hold_everything(straight, tmp_path):
     assert_same_weights(last["model"], trainer.model.state_dict())
     config = json.loads((tmp_path / "config.json").read_text())
     assert config == last["config"] == json.loads(json.dumps(last["config"]))
-    assert config["epochs"] == 2 and config["optimizer"] == "sgd" and config["scheduler"] == "onecycle"
+    settings = config["settings"]
+    assert settings["schedule"]["epochs"] == 2 and settings["optim"]["name"] == "sgd"
+    assert settings["schedule"]["name"] == "onecycle"
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["epoch"] == history.best_epoch and best["test_acc"] == max(history.test_acc)
     assert History.load(tmp_path / "history.json").to_dict() == history.to_dict()
@@ -401,5 +403,5 @@ def test_speed_defaults_per_device_and_what_the_trainer_records(tmp_path):
     model(images)  # materialise the lazy layer
     trainer = Trainer(model, ([(images, labels)] * 2, [(images, labels)]), "cpu", 1, lr=0.01,
                       out_dir=tmp_path / "run", progress=False, verbose=False)
-    assert trainer.config["amp"] is False and trainer.config["channels_last"] is True
+    assert trainer.config["resolved"]["amp"] is False and trainer.config["resolved"]["channels_last"] is True
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -59,7 +59,6 @@ __all__ = [
 # digits are not CIFAR photos: flips turn 2 into a mirror glyph and a 16 px cutout hides the digit,
 # so their default augmentation is a +-2 px shift and a small rotation.
 DIGITS_AUGMENT = [("pad_crop", {"size": 32, "padding": 2}), ("rotate", {"limit": (-10.0, 10.0)})]
-SPEC_ATTR = "woollylib_spec"  # attribute select_model puts on a model: {"name", "options", "num_classes"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,7 +278,6 @@ def select_model(name: str = "custom_resnet", device=None, num_classes: int | No
 
         seed_everything(seed)
     model = get_model(name, num_classes=num_classes, **options).to(device)
-    setattr(model, SPEC_ATTR, {"name": name, "options": dict(options), "num_classes": num_classes})
     if summary:
         if input_size is None:
             input_size = (3, 32, 32)
@@ -332,13 +330,7 @@ def train_test_loop(model: nn.Module, data, device=None, epochs: int | None = No
 
     epochs = _alias("epochs", epochs, "EPOCHS", EPOCHS)
     device = _model_device(model, device)
-    config = dict(kwargs.pop("config", None) or {})
-    spec = getattr(model, SPEC_ATTR, None)
-    if spec is not None:
-        config.setdefault("model_name", spec["name"])
-        config.setdefault("model_options", spec["options"])
-    history = training.train_test_loop(model, data, device, epochs=epochs, max_lr=max_lr, config=config,
-                                       **kwargs)
+    history = training.train_test_loop(model, data, device, epochs=epochs, max_lr=max_lr, **kwargs)
     out_dir = kwargs.get("out_dir")
     if out_dir is not None and len(history):
         write_metrics(out_dir, model, data, device, history, tta_flip=bool(kwargs.get("tta_flip", False)))

@@ -23,8 +23,6 @@ This module imports only the standard library at import time (the CLI stays fast
 from __future__ import annotations
 
 import argparse
-import ast
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,14 +33,14 @@ __all__ = ["add_report_arguments", "rebuild", "run_report", "write_metrics", "wr
 # report is still written and says why the figure is missing
 _EXPECTED = (ValueError, TypeError, KeyError, IndexError, RuntimeError, OSError, AttributeError)
 
-FIGURES = {  # key -> (file name, heading in the report)
-    "curves": ("curves.png", "Loss and accuracy"),
-    "lr_finder": ("lr_finder.png", "LR range test"),
-    "lr_schedule": ("lr_schedule.png", "Learning-rate schedule"),
-    "confusion_matrix": ("confusion_matrix.png", "Confusion matrix (whole test set)"),
-    "per_class_accuracy": ("per_class_accuracy.png", "Per-class accuracy"),
-    "misclassified": ("misclassified.png", "Misclassified test images"),
-    "gradcam": ("gradcam.png", "Grad-CAM of misclassified images"),
+HEADINGS = {  # figure key (woollylib.run.FIGURE_FILES) -> heading in the report
+    "curves": "Loss and accuracy",
+    "lr_finder": "LR range test",
+    "lr_schedule": "Learning-rate schedule",
+    "confusion_matrix": "Confusion matrix (whole test set)",
+    "per_class_accuracy": "Per-class accuracy",
+    "misclassified": "Misclassified test images",
+    "gradcam": "Grad-CAM of misclassified images",
 }
 
 
@@ -50,61 +48,15 @@ FIGURES = {  # key -> (file name, heading in the report)
 # reading a run directory
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); rerun the command that writes it or delete it") from exc
+def _rebuild_model(run, config: dict, device, weights: str):
+    from .run import ModelSpec
 
-
-def _model_options(pairs) -> dict:
-    """CLI ``--model-opt KEY=VALUE`` strings -> dict (values parsed as Python literals when possible)."""
-    options = {}
-    for pair in pairs or []:
-        key, _, text = str(pair).partition("=")
-        try:
-            options[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            options[key] = text
-    return options
-
-
-def _model_spec(config: dict, num_classes: int | None) -> tuple[str, dict]:
-    """(registry name, options) of the run's model from config.json (CLI or notebook runs)."""
-    from .models import get_model, list_models
-
-    cli = config.get("cli") or {}
-    if cli.get("model"):
-        return str(cli["model"]), _model_options(cli.get("model_opt"))
-    if config.get("model_name"):
-        return str(config["model_name"]), dict(config.get("model_options") or {})
-    # older/other runs: the registered model whose class and parameter count match
-    cls, params = config.get("model"), config.get("parameters")
-    for name in list_models():
-        try:
-            candidate = get_model(name, num_classes=num_classes or 10)
-        except (TypeError, ValueError):
-            continue
-        if type(candidate).__name__ == cls and sum(p.numel() for p in candidate.parameters()) == params:
-            return name, {}
-    raise ValueError(
-        f"config.json names no registered model (class {cls!r}, {params} parameters); pass model= to write_report"
-    )
-
-
-def _rebuild_model(run_dir: Path, config: dict, device, weights: str):
-    from .models import get_model
-    from .training import load_checkpoint
-
-    num_classes = len((config.get("data") or {}).get("classes") or []) or None
-    name, options = _model_spec(config, num_classes)
-    ckpt = load_checkpoint(run_dir / f"{weights}.pt", map_location="cpu")
+    ckpt = run.load(weights, map_location="cpu")
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-    if num_classes is None:  # the last 2-D weight is the classifier: (num_classes, features)
-        num_classes = [v for v in state.values() if getattr(v, "ndim", 0) == 2][-1].shape[0]
-    model = get_model(name, num_classes=num_classes, **options)
+    spec = ModelSpec.from_dict(config["model"])
+    # the last 2-D weight is the classifier: (num_classes, features)
+    num_classes = spec.num_classes or [v for v in state.values() if getattr(v, "ndim", 0) == 2][-1].shape[0]
+    model = spec.build(num_classes)
     model.load_state_dict(state)
     model.to(device).eval()
     epoch = ckpt.get("epoch")
@@ -113,28 +65,23 @@ def _rebuild_model(run_dir: Path, config: dict, device, weights: str):
 
 
 def _rebuild_data(config: dict, device, data_root):
-    from .preloading import get_data, list_sources, load_folder
+    from .config import Settings, load_data
+    from .preloading import list_sources
 
-    cli = config.get("cli") or {}
+    settings = Settings.from_dict(config["settings"])
     info = config.get("data") or {}
-    name = cli.get("dataset") or info.get("name")
-    batch = int(config.get("batch_size") or cli.get("batch_size") or 128)
-    common = {"batch_size": batch, "augment": False, "verbose": False, "num_workers": 0}
-    if name == "folder" or (name not in list_sources() and cli.get("data_dir")):
-        root = Path(data_root or cli.get("data_dir") or "")
-        test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
-        if not (root / "train").is_dir() or test_dir is None:
-            raise FileNotFoundError(f"the run's image folder {root} (train/ and test/) is not there; pass data_root=")
-        data = get_data((load_folder(root / "train"), load_folder(test_dir)), **common)
-    elif name in list_sources():
-        root = data_root or cli.get("data_dir") or "data"
-        data = get_data(name, root=root, download=False, **common)
-    else:
-        raise ValueError(f"config.json names no known dataset ({name!r}); pass data= to write_report")
+    data_cfg = settings.data
+    if info.get("name") in list_sources() and data_cfg.dataset != info["name"] and data_cfg.dataset != "folder":
+        data_cfg.dataset = info["name"]  # a notebook run: the bundle's own source
+    elif info.get("name") not in list_sources() and data_cfg.dataset != "folder":
+        raise ValueError(f"config.json names no known dataset ({info.get('name')!r}); pass data= to write_report")
+    batch = (config.get("resolved") or {}).get("batch_size") or 128
+    data = load_data(data_cfg, device, seed=0, augment=False, download=False, data_root=data_root, verbose=False,
+                     batch_size=int(batch))
     saved = info.get("mean")
     if saved and max(abs(a - b) for a, b in zip(saved, data.mean)) > 1e-3:
         raise ValueError(
-            f"the rebuilt {name} data is normalised with mean {data.mean}, the run used {tuple(saved)}; "
+            f"the rebuilt {data_cfg.dataset} data is normalised with mean {data.mean}, the run used {tuple(saved)}; "
             "pass the run's data= to write_report"
         )
     return data
@@ -143,15 +90,16 @@ def _rebuild_data(config: dict, device, data_root):
 def rebuild(run_dir, device=None, weights: str = "last", data_root=None):
     """(model with the run's ``weights`` in eval mode, test DataBundle, label of the weights) of a run."""
     from .device import resolve_device
+    from .run import CONFIG, RunDir
 
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     if weights not in ("last", "best"):
         raise ValueError(f"weights must be 'last' or 'best', got {weights!r}")
-    config = _read_json(run_dir / "config.json")
+    config = run.read_config(required=False)
     if config is None:
-        raise FileNotFoundError(f"{run_dir / 'config.json'} is missing; pass model= and data= to write_report")
+        raise FileNotFoundError(f"{run / CONFIG} is missing; pass model= and data= to write_report")
     device = resolve_device(device)
-    model, label = _rebuild_model(run_dir, config, device, weights)
+    model, label = _rebuild_model(run, config, device, weights)
     return model, _rebuild_data(config, device, data_root), label
 
 
@@ -160,7 +108,7 @@ def write_metrics(out_dir, model, data, device, history, tta_flip: bool = False,
 
     The same content as ``woollylib train`` writes, for runs made from Python.
     """
-    from .training import atomic_write_json
+    from .run import RunDir
     from .utils import metrics
 
     test_loader = data.test_loader if hasattr(data, "test_loader") else data[1]  # bundle or (train, test)
@@ -175,7 +123,7 @@ def write_metrics(out_dir, model, data, device, history, tta_flip: bool = False,
         "train_time_s": float(sum(history.epoch_time)),  # all epochs, train + test
         **extra,
     })
-    atomic_write_json(summary, Path(out_dir) / "metrics.json")
+    RunDir(out_dir).write_metrics(summary)
     return summary
 
 
@@ -210,6 +158,21 @@ def _table(rows: list[tuple[str, str]], header=("", "")) -> list[str]:
     lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
     lines += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
     return lines
+
+
+def _flat_view(config: dict) -> dict:
+    """The report's view of a config: settings by their flat names, the resolved switches, the model."""
+    from .config import Settings
+
+    if not config:
+        return {}
+    view = Settings.from_dict(config.get("settings") or {}).flat()
+    view["scheduler_kwargs"] = {**(view.pop("scheduler_kwargs") or {}),
+                                **({"pct_start": view["pct_start"]} if view.get("pct_start") is not None else {})}
+    view.update({k: v for k, v in (config.get("resolved") or {}).items() if v is not None})
+    model = config.get("model") or {}
+    view.update(model=model.get("cls"), parameters=model.get("parameters"), data=config.get("data") or {})
+    return view
 
 
 def _results_rows(history, config, metrics_json, model_name) -> list[tuple[str, str]]:
@@ -315,43 +278,38 @@ def write_report(
         n_misclassified: images in the misclassified and Grad-CAM figures.
         layers: Grad-CAM stages (default: the model's last two stages); cam_method: e.g. "gradcam++".
     """
-    from .training import History
+    from .run import HISTORY, ModelSpec, RunDir
     from .utils import visualize as viz
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "history.json").is_file():
+    run = RunDir(run_dir)
+    run_dir = run.path
+    if not run.has(HISTORY):
         raise FileNotFoundError(
-            f"{run_dir} holds no history.json; point write_report at a run directory "
+            f"{run_dir} holds no {HISTORY}; point write_report at a run directory "
             "(woollylib train --out DIR, or train_test_loop(..., out_dir=DIR))"
         )
-    history = History.load(run_dir / "history.json")
-    config = _read_json(run_dir / "config.json") or {}
-    metrics_json = _read_json(run_dir / "metrics.json")
-    model_name = ((config.get("cli") or {}).get("model") or config.get("model_name")
-                  or (getattr(model, "woollylib_spec", None) or {}).get("name"))
+    history = run.read_history()
+    config = run.read_config(required=False) or {}
+    metrics_json = run.read_metrics()
+    model_name = (config.get("model") or {}).get("name") or (ModelSpec.of(model).name if model is not None else None)
     made: dict[str, Path] = {}
     skipped: list[str] = []
 
-    def save(key, fig):
-        path = run_dir / FIGURES[key][0]
-        fig.savefig(path, dpi=110, bbox_inches="tight", facecolor="white")
-        made[key] = path
-
     def attempt(key, build):
         try:
-            save(key, build())
+            made[key] = run.save_figure(build(), key)
         except _EXPECTED as exc:  # one figure failing must not lose the report; say why instead
-            skipped.append(f"{FIGURES[key][1]}: {type(exc).__name__}: {exc}")
-            warnings.warn(f"report: {FIGURES[key][1]} skipped ({exc})", stacklevel=3)
+            skipped.append(f"{HEADINGS[key]}: {type(exc).__name__}: {exc}")
+            warnings.warn(f"report: {HEADINGS[key]} skipped ({exc})", stacklevel=3)
 
     # ---- figures from the files
     if history.train_loss:
         attempt("curves", lambda: viz.plot_history(history, title=f"Training curves: {run_dir.name}"))
-    lr_json = _read_json(run_dir / "lr_finder.json")
+    lr_json = run.read_lr_finder()
     if lr_json:
         attempt("lr_finder", lambda: viz.plot_lr_finder(lr_json))
     if history.lr:
-        spe = config.get("steps_per_epoch")
+        spe = (config.get("resolved") or {}).get("steps_per_epoch")
         attempt("lr_schedule", lambda: viz.plot_lr_schedule(history.lr, steps_per_epoch=spe))
 
     # ---- figures that need the model and the test set
@@ -371,6 +329,7 @@ def write_report(
             skipped.append(f"model figures: cannot rebuild the test data ({type(exc).__name__}: {exc})")
             model = None
     classes = list(getattr(data, "classes", None) or (config.get("data") or {}).get("classes") or []) or None
+    tta = bool(((config.get("settings") or {}).get("engine") or {}).get("tta_flip"))
 
     cm = None
     if metrics_json and metrics_json.get("confusion_matrix") and (model is None or weights_label.startswith("last")):
@@ -381,7 +340,7 @@ def write_report(
 
         try:
             cm = metrics.confusion_matrix(model, data.test_loader, _device_of(model),
-                                          tta_flip=bool(config.get("tta_flip")))
+                                          tta_flip=tta)
         except _EXPECTED as exc:
             skipped.append(f"confusion matrix: {type(exc).__name__}: {exc}")
     if cm is not None:
@@ -417,15 +376,17 @@ def write_report(
 
     # ---- markdown
     lines = [f"# {title or 'Run report: ' + run_dir.name}", ""]
-    lines += _table(_results_rows(history, config, metrics_json, model_name), ("result", "value")) + [""]
-    settings = _settings_rows(config, metrics_json)
+    view = _flat_view(config)
+    lines += _table(_results_rows(history, view, metrics_json, model_name), ("result", "value")) + [""]
+    settings = _settings_rows(view, metrics_json)
     if settings:
         lines += ["## Settings", ""] + _table(settings, ("setting", "value")) + [""]
     if cm is not None and classes and len(classes) == len(cm):
         lines += ["## Per class", ""] + _class_rows(cm, classes) + [""]
-    for key, (name, heading) in FIGURES.items():
+    for key, heading in HEADINGS.items():
         if key not in made:
             continue
+        name = made[key].name
         lines += [f"## {heading}", ""]
         if key in ("confusion_matrix", "per_class_accuracy") and metrics_json and cm is metrics_json.get(
                 "confusion_matrix"):
@@ -437,8 +398,7 @@ def write_report(
         lines += [f"![{heading}]({name})", ""]
     if skipped:
         lines += ["## Not included", ""] + [f"- {s}" for s in skipped] + [""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path = run.write_report("\n".join(lines))
     if verbose:
         print(f"wrote {path} with {len(made)} figures" + (f" ({len(skipped)} left out, see the report)"
                                                            if skipped else ""))

@@ -77,5 +77,5 @@ def get_model(name: str, num_classes: int = 10, **options) -> nn.Module:
         )
     model = build(num_classes=check_num_classes(num_classes), **options)
     # the recipe, so a run directory can rebuild exactly this architecture (report, resume checks)
-    model.woollylib_spec = {"name": name, "options": dict(options), "num_classes": num_classes}
+    model.woollylib_spec = {"name": name, "options": dict(options), "num_classes": num_classes}  # woollylib.run.ModelSpec
     return model

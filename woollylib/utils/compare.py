@@ -11,7 +11,7 @@ Usage::
     plot_optimizer_comparison(histories, save_path="optimizers.png")
 
 Each optimizer trains a deep copy of ``model`` loaded with one snapshot of its initial state dict
-(``model`` itself is not changed) through the engine's ``train_epoch``/``evaluate``. With ``seed``
+(``model`` itself is not changed) with one ``woollylib.training.Trainer`` (no files, no output). With ``seed``
 the torch RNG is re-seeded identically for every optimizer inside ``torch.random.fork_rng`` (so
 shuffling, dropout and augmentation repeat and the caller's RNG state is left alone), and loaders
 with ``set_epoch`` are re-wound per epoch. A run whose loss turns NaN/inf stops there (warned),
@@ -21,7 +21,6 @@ keeping the epochs it finished.
 from __future__ import annotations
 
 import copy
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -33,24 +32,6 @@ DEFAULT_LRS = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagr
 # without weight decay would be adam, so it keeps torch's default decoupled decay 0.01)
 DEFAULT_KW = {"sgd": {"momentum": 0.9}, "rmsprop": {"momentum": 0.0},
               "adamw": {"weight_decay": 1e-2}}
-
-
-def _new_history():
-    try:
-        from woollylib.training import History
-    except ImportError:  # pragma: no cover - training.py is part of the package
-        return {"train_loss": [], "train_acc": [], "test_loss": [], "test_acc": [], "lr": [],
-                "epoch_time": []}
-    return History()
-
-
-def _append(history, **row) -> None:
-    if hasattr(history, "append") and not isinstance(history, dict):
-        history.append(**row)
-        return
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch_time"):
-        history[key].append(float(row[key]))
-    history["lr"].extend(float(x) for x in row["lrs"])
 
 
 def compare_optimizers(
@@ -92,13 +73,9 @@ def compare_optimizers(
     """
     import torch
 
-    from woollylib.bp import engine
+    from woollylib.bp.engine import NonFiniteLossError
     from woollylib.bp.optimizer import get_optimizer, list_optimizers
-    from woollylib.scheduler import (
-        get_scheduler,
-        scheduler_steps_per_batch,
-        step_epoch_scheduler,
-    )
+    from woollylib.training import Trainer
     from woollylib.utils.gradcam.core import model_device
 
     if data is not None:
@@ -131,37 +108,23 @@ def compare_optimizers(
         lr = lrs.get(key, lrs.get(name))
         if lr is None:
             raise ValueError(f"no learning rate for {name!r}: pass lrs={{{name!r}: ...}}.")
-        history = _new_history()
         with torch.random.fork_rng(devices=fork_devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            opt = get_optimizer(key, net, lr=lr, **kw)
-            sched = get_scheduler(scheduler, opt, max_lr=lr, epochs=epochs,
-                                  steps_per_epoch=len(train_loader)) if scheduler else None
-            per_batch = scheduler_steps_per_batch(sched)
-            for epoch in range(epochs):
-                for loader in (train_loader, test_loader):
-                    if hasattr(loader, "set_epoch"):
-                        loader.set_epoch(epoch)
-                start = time.perf_counter()
+            trainer = Trainer(net, (train_loader, test_loader), device, epochs,
+                              optimizer=get_optimizer(key, net, lr=lr, **kw), scheduler=scheduler or "none",
+                              amp=amp, channels_last=False, progress=progress, verbose=False)
+            for epoch in range(1, epochs + 1):
                 try:
-                    train = engine.train_epoch(net, train_loader, opt, device=device,
-                                               scheduler=sched if per_batch else None, amp=amp,
-                                               progress=progress, epoch=epoch + 1)
-                except engine.NonFiniteLossError as err:
-                    warnings.warn(f"{name}: {err}; stopped after {epoch} epoch(s). Try a "
+                    row = trainer.run_epoch(epoch)
+                except NonFiniteLossError as err:
+                    warnings.warn(f"{name}: {err}; stopped after {epoch - 1} epoch(s). Try a "
                                   f"smaller lrs[{name!r}].", stacklevel=2)
                     break
-                test = engine.evaluate(net, test_loader, device=device, amp=amp)
-                if sched is not None and not per_batch:
-                    step_epoch_scheduler(sched, test["loss"])
-                _append(history, train_loss=train["loss"], train_acc=train["acc"],
-                        test_loss=test["loss"], test_acc=test["acc"], lrs=train["lrs"],
-                        epoch_time=time.perf_counter() - start)
                 if verbose:
-                    print(f"{name:>8} epoch {epoch + 1}/{epochs}: train loss {train['loss']:.4f} "
+                    train, test = row["train"], row["test"]
+                    print(f"{name:>8} epoch {epoch}/{epochs}: train loss {train['loss']:.4f} "
                           f"acc {train['acc']:.2f}% | test loss {test['loss']:.4f} "
                           f"acc {test['acc']:.2f}%")
-        histories[name] = history
+        histories[name] = trainer.history
     return histories
-

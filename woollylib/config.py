@@ -1,0 +1,328 @@
+"""Grouped training settings: every option with its unit and default, written once.
+
+    from woollylib.config import OptimConfig, ScheduleConfig, EngineConfig, DataConfig, RunConfig, Settings
+    s = Settings(optim=OptimConfig(lr=0.05, weight_decay=5e-4, nesterov=True),
+                 schedule=ScheduleConfig(epochs=24), engine=EngineConfig(ricap_beta=0.3))
+    Trainer(model, data, device, settings=s)               # or the flat keywords below
+    Settings.from_flat(lr=0.05, epochs=24, ricap_beta=0.3)  # the same from flat names
+    s.to_dict(); Settings.from_dict(d)                       # config.json's "settings" entry
+
+Each field's ``flat`` name is the keyword of ``Trainer``/``train_test_loop`` and the ``dest`` of its
+``woollylib train`` flag; ``add_arguments`` builds the flags and their help from the fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "DataConfig",
+    "EngineConfig",
+    "OptimConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "Settings",
+    "add_arguments",
+    "flat_names",
+]
+
+
+def setting(default, help: str, *, flag: str | None = None, flat: str | None = None, cli: str = "value",
+            choices=None, parse=None, cli_default=MISSING):
+    """A settings field. ``help``: meaning and unit; ``flag``: the CLI flag (default --field-name);
+    ``flat``: the flat keyword (default the field name); ``cli``: "value" | "switch" (store_true) |
+    "optional" (flag alone means "on") | "none" (no flag); ``parse``: argparse type; ``cli_default``:
+    the command's default where Python requires the value (``lr``, ``epochs``)."""
+    meta = {"help": help, "flag": flag, "flat": flat, "cli": cli, "choices": choices, "parse": parse,
+            "cli_default": cli_default}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------- parsers ---
+
+def _number(text: str, *, positive: bool, integer: bool = False):
+    kind = "an integer" if integer else "a number"
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    if positive and not value > 0:
+        what = "an integer >= 1" if integer else "a finite number > 0"
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    if not positive and value < 0:
+        raise argparse.ArgumentTypeError(f"must be {kind} >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    return _number(text, positive=True)
+
+
+def nonneg_float(text: str) -> float:
+    return _number(text, positive=False)
+
+
+def positive_int(text: str) -> int:
+    return _number(text, positive=True, integer=True)
+
+
+def key_value(text: str) -> str:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r} (e.g. --model-opt norm=gn)")
+    return text
+
+
+def switch(text):
+    """CLI words for a tri-state switch: off/on -> False/True; auto, bf16, fp16 pass through."""
+    return {"off": False, "on": True}.get(text, text) if isinstance(text, str) else text
+
+
+# --------------------------------------------------------------------------------- settings ---
+
+@dataclass
+class OptimConfig:
+    name: str = setting("sgd", "optimizer: sgd | adam | adamw | rmsprop | adagrad", flag="--optimizer",
+                        flat="optimizer")
+    lr: float | None = setting(None, "learning rate (the one-cycle peak); woollylib.scheduler.find_lr "
+                                    "suggests one", parse=positive_float, cli_default=0.05)
+    momentum: float = setting(0.9, "SGD/RMSprop momentum", parse=nonneg_float)
+    weight_decay: float = setting(0.0, "L2 coefficient added to the gradient every step", parse=nonneg_float)
+    nesterov: bool = setting(False, "Nesterov momentum (SGD)", cli="switch")
+    no_decay_bn_bias: bool = setting(False, "no weight decay on norm weights and biases", cli="none")
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = setting("onecycle", "learning-rate schedule: onecycle (per batch) | plateau (per epoch) | none",
+                        flag="--scheduler", flat="scheduler", choices=["onecycle", "plateau", "none"])
+    epochs: int | None = setting(None, "total epochs of the run (on resume: the run's)", parse=positive_int,
+                                 cli_default=2)
+    pct_start: float | None = setting(None, "one-cycle: fraction of all steps spent warming up "
+                                            "(default: the scheduler's 0.3)", parse=positive_float)
+    options: dict = setting({}, "extra woollylib.scheduler.get_scheduler options", flat="scheduler_kwargs",  # noqa: RUF009
+                            cli="none")
+
+    def scheduler_kwargs(self) -> dict:
+        kw = dict(self.options)
+        if self.pct_start is not None:
+            kw["pct_start"] = self.pct_start
+        return kw
+
+
+@dataclass
+class EngineConfig:
+    amp: Any = setting("auto", "mixed precision: auto | off | on | bf16 | fp16; auto = fp16 + GradScaler on "  # noqa: RUF009
+                               "CUDA, off elsewhere; on = fp16 on CUDA, bf16 on the CPU", cli="optional",
+                       choices=["auto", "off", "on", "bf16", "fp16"])
+    channels_last: Any = setting("auto", "NHWC memory format: auto | on | off (auto = on for CUDA and CPU, off "  # noqa: RUF009
+                                         "for MPS)", choices=["auto", "on", "off"])
+    ricap_beta: float | None = setting(None, "RICAP with Beta(BETA, BETA) patch sizes (paper: 0.3; off when "
+                                             "not given)", flag="--ricap", parse=positive_float)
+    label_smoothing: float = setting(0.0, "torch's label smoothing, in [0, 1)", parse=nonneg_float)
+    l1: float = setting(0.0, "coefficient of the L1 penalty sum |w| added to the loss", cli="none")
+    grad_clip: float | None = setting(None, "clip the gradients' global L2 norm to this value",
+                                      parse=positive_float)
+    tta_flip: bool = setting(False, "average the logits of each test image and its flip", flag="--tta",
+                             cli="switch")
+
+    def __post_init__(self):
+        self.amp, self.channels_last = switch(self.amp), switch(self.channels_last)
+        if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = setting("digits", "data set: digits | cifar10 | folder", choices=["digits", "cifar10", "folder"])
+    data_dir: str | None = setting(None, "cifar10: download/cache folder (default: data); folder: DIR with "
+                                         "train/<class>/* and test/<class>/* (or val/)")
+    batch_size: int = setting(32, "images per step", parse=positive_int)
+    loader: str = setting("albumentations", "batch loader", choices=["albumentations", "device"])
+    augment: str = setting("auto", "train augmentation: cifar = pad-4 crop + flip + 16px cutout; crop = pad-2 "
+                                   "crop only; auto = none for digits (flips and cutout destroy digits), cifar "
+                                   "otherwise", choices=["auto", "cifar", "crop", "none"])
+    workers: int | None = setting(None, "DataLoader worker processes (default: the loader's)", parse=int)
+
+
+@dataclass
+class RunConfig:
+    out_dir: str | None = setting(None, "run directory (default: runs/<dataset>-<model>)", flag="--out")
+    seed: int | None = setting(None, "seed of Python/NumPy/torch at the start of a fresh run (weights, "
+                                     "shuffling, augmentation); None = leave the RNGs as they are", parse=int,
+                               cli_default=0)
+    resume: bool = setting(False, "continue the run in --out from last.pt", cli="switch")
+    overwrite: bool = setting(False, "replace the run already in --out", cli="switch")
+    progress: bool = setting(True, "progress bars", cli="none")
+    verbose: bool = setting(True, "one summary line per epoch", cli="none")
+
+
+GROUPS = {"optim": OptimConfig, "schedule": ScheduleConfig, "engine": EngineConfig, "data": DataConfig,
+          "run": RunConfig}
+
+
+def _flat(f) -> str:
+    return f.metadata.get("flat") or f.name
+
+
+def flat_names(group=None) -> dict[str, tuple[str, str]]:
+    """``{flat name: (group, field)}`` of every setting (or of one group's class)."""
+    classes = GROUPS.items() if group is None else [(k, v) for k, v in GROUPS.items() if v is group]
+    return {_flat(f): (key, f.name) for key, cls in classes for f in fields(cls)}
+
+
+@dataclass
+class Settings:
+    """All settings of a run, by group."""
+
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @classmethod
+    def from_flat(cls, base: Settings | None = None, **flat) -> Settings:
+        """Settings from flat keywords (``lr=``, ``epochs=``, ``ricap_beta=``...) over ``base``."""
+        names = flat_names()
+        unknown = sorted(k for k in flat if k not in names)
+        if unknown:
+            raise TypeError(f"unknown setting(s) {', '.join(unknown)}; the settings are: {', '.join(sorted(names))}")
+        groups = {key: asdict(getattr(base, key)) if base is not None else {} for key in GROUPS}
+        for name, value in flat.items():
+            key, attr = names[name]
+            groups[key][attr] = value
+        return cls(**{key: GROUPS[key](**values) for key, values in groups.items()})
+
+    def to_dict(self) -> dict:
+        return {key: asdict(getattr(self, key)) for key in GROUPS}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Settings:
+        """Inverse of ``to_dict``; unknown keys are a ValueError naming them."""
+        if not isinstance(d, dict):
+            raise ValueError(f"settings must be a JSON object, got {type(d).__name__}")  # noqa: TRY004
+        groups = {}
+        for key, group in GROUPS.items():
+            values = d.get(key) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"settings[{key!r}] must be a JSON object, got {type(values).__name__}")  # noqa: TRY004
+            valid = {f.name for f in fields(group)}
+            unknown = sorted(set(values) - valid)
+            if unknown:
+                raise ValueError(f"settings[{key!r}] has unknown key(s) {unknown}; expected {sorted(valid)}")
+            groups[key] = group(**values)
+        return cls(**groups)
+
+    def flat(self) -> dict:
+        """``{flat name: value}`` of every setting."""
+        return {name: getattr(getattr(self, key), attr) for name, (key, attr) in flat_names().items()}
+
+
+def default_of(group, name: str, cli: bool = False):
+    f = next(f for f in fields(group) if f.name == name)
+    if cli and f.metadata.get("cli_default", MISSING) is not MISSING:
+        return f.metadata["cli_default"]
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def cli_defaults() -> dict:
+    """``{flat name: default}`` of every setting as the ``woollylib`` command uses it."""
+    return {name: default_of(GROUPS[key], attr, cli=True) for name, (key, attr) in flat_names().items()}
+
+
+def add_arguments(parser, group, *, skip=()) -> None:
+    """Add one flag per field of ``group`` (flags default to None so a resume tells given from default)."""
+    for f in fields(group):
+        meta = f.metadata
+        if meta.get("cli") == "none" or f.name in skip:
+            continue
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        default = default_of(group, f.name, cli=True)
+        shown = {True: "on", False: "off", None: "none"}[default] if isinstance(default, bool) or default is None \
+            else default
+        kw: dict = {"dest": _flat(f), "default": None, "help": f"{meta['help']} (default: {shown})"}
+        if meta.get("cli") == "switch":
+            kw["action"] = "store_true"
+        else:
+            if meta.get("choices"):
+                kw["choices"] = meta["choices"]
+            if meta.get("parse"):
+                kw["type"] = meta["parse"]
+            if meta.get("cli") == "optional":
+                kw.update(nargs="?", const="on")
+        parser.add_argument(flag, **kw)
+
+
+# ------------------------------------------------------------------------------ data from settings ---
+
+# --augment presets for each loader (get_data's augment= spec / DeviceLoader options)
+ALBUMENTATIONS_AUGMENT = {"cifar": None, "crop": [("pad_crop", {"size": 32, "padding": 2})], "none": False}
+DEVICE_AUGMENT = {
+    "cifar": {},
+    "crop": {"crop_pad": 2, "flip": False, "cutout": 0},
+    "none": {"crop_pad": 0, "flip": False, "cutout": 0},
+}
+
+
+def resolve_augment(augment: str, dataset: str) -> str:
+    """"auto" -> the preset for ``dataset``: none for digits (flips and cutout destroy digits), else cifar."""
+    if augment == "auto":
+        return "none" if dataset == "digits" else "cifar"
+    if augment not in ALBUMENTATIONS_AUGMENT:
+        raise ValueError(f"unknown augment preset {augment!r}; choose from auto, {', '.join(ALBUMENTATIONS_AUGMENT)}")
+    return augment
+
+
+def folder_sources(data_dir):
+    """(train, test) ImageSources of ``DIR/train`` and ``DIR/test`` (or ``DIR/val``), ImageFolder layout."""
+    from pathlib import Path
+
+    from .preloading import load_folder
+
+    if not data_dir:
+        raise ValueError("--dataset folder needs --data-dir DIR with DIR/train/<class>/* and DIR/test/<class>/*")
+    root = Path(data_dir)
+    test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise FileNotFoundError(
+            f"--data-dir {root} needs the sub-folders train/ and test/ (or val/), each with one folder per class"
+        )
+    train, test = load_folder(root / "train"), load_folder(test_dir)
+    if train.classes != test.classes:
+        raise ValueError(f"{root}/train has classes {train.classes} but {test_dir} has {test.classes}")
+    return train, test
+
+
+def load_data(data: DataConfig, device=None, seed: int | None = 0, *, augment: bool = True,
+              download: bool = True, data_root=None, verbose: bool = True, batch_size: int | None = None):
+    """The DataBundle these settings describe (``augment=False``: no train augmentation, no workers,
+    as a report needs; ``data_root`` overrides ``data.data_dir``)."""
+    from .preloading import get_data
+
+    kw = {"batch_size": batch_size or data.batch_size, "loader": data.loader, "seed": seed, "device": device,
+          "verbose": verbose}
+    if data.workers is not None and augment:
+        kw["num_workers"] = data.workers
+    root = data_root or data.data_dir
+    source = data.dataset
+    if source == "folder":
+        source = folder_sources(root)
+    elif root:
+        kw["root"] = root
+    if source == "cifar10":
+        kw["download"] = download
+    preset = resolve_augment(data.augment, data.dataset) if augment else "none"
+    if data.loader == "device":
+        kw["loader_kw"] = DEVICE_AUGMENT[preset]
+    else:
+        kw["augment"] = ALBUMENTATIONS_AUGMENT[preset]
+        if not augment:
+            kw["num_workers"] = 0
+    return get_data(source, **kw)
