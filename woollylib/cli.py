@@ -7,7 +7,8 @@
 
 ``train`` writes into ``--out``: ``last.pt``, ``best.pt``, ``history.json``, ``config.json`` (after
 every epoch) and ``metrics.json`` (test accuracy, per-class accuracy, confusion matrix) at the end.
-Exit status: 0 done, 1 training diverged (non-finite loss), 2 bad arguments or files, 130 Ctrl-C.
+Exit status: 0 done, 1 training diverged (non-finite loss), 2 bad arguments or files (also a full or
+read-only disk), 130 Ctrl-C, 143 SIGTERM (both after the epoch in progress is saved or dropped).
 
 Layout (torchvision-reference style): ``get_args_parser()`` builds one sub-parser per command and
 each command is one function ``<command>(args) -> int``; add a command with ``_add_<name>_parser``.
@@ -210,12 +211,13 @@ def _resolve_resume(args: argparse.Namespace, out: Path) -> argparse.Namespace:
     from .run import LAST, RunDir
 
     run = RunDir(out)
-    if not run.has(LAST):
-        raise CLIError(f"--resume: no checkpoint {out / LAST}; start a fresh run without --resume")
+    if not run.is_run():
+        raise CLIError(f"--resume: {out} holds no woollylib run (no checkpoint {LAST}, no config.json); start a fresh run "
+                       "without --resume")
     try:
-        config = run.read_config()
+        config = run.resume_config()
     except (OSError, ValueError) as exc:
-        raise CLIError(f"--resume: cannot read {out / 'config.json'} ({exc}); the run directory is damaged") from exc
+        raise CLIError(f"--resume: {exc}") from exc
     saved = _saved_arguments(config)
     conflicts = []
     if args.find_lr:  # the found lr is saved as lr; resuming never reruns the test
@@ -232,7 +234,7 @@ def _resolve_resume(args: argparse.Namespace, out: Path) -> argparse.Namespace:
             + f" or start a new run with another --out (see {out / 'config.json'})"
         )
     for key, value in saved.items():
-        if getattr(args, key, None) is None and key != "out_dir":
+        if getattr(args, key, None) is None and key not in ("out_dir", "resume", "overwrite", "progress", "verbose"):
             setattr(args, key, value)
     args.find_lr = False
     return _fill_defaults(args, train_defaults())
@@ -248,6 +250,13 @@ def train(args: argparse.Namespace) -> int:
     out = Path(args.out_dir) if args.out_dir else Path("runs") / f"{dataset}-{model_name}"
     if args.resume and args.overwrite:
         raise CLIError("--resume and --overwrite contradict each other; pass only one")
+    with RunDir(out).lock():  # one writer per run directory, from the first check to the last file
+        return _train(args, out, defaults)
+
+
+def _train(args: argparse.Namespace, out: Path, defaults: dict) -> int:
+    from .run import RunDir
+
     if args.resume:
         args = _resolve_resume(args, out)
     else:
@@ -331,17 +340,33 @@ def find_lr(args: argparse.Namespace) -> int:
 # Entry point
 
 
+def _os_error(exc: OSError) -> str:
+    import errno
+
+    where = exc.filename or ""
+    what = exc.strerror or str(exc)
+    fix = {errno.ENOSPC: "free some space or choose another --out",
+           errno.EROFS: "the file system is read-only: choose a writable --out",
+           errno.EACCES: "no permission: choose an --out you can write, or fix its permissions",
+           errno.EDQUOT: "over the disk quota: free some space or choose another --out"}.get(exc.errno)
+    return f"{what}: {where}" + (f" ({fix})" if fix and fix not in what else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: sys.argv[1:]), run the command, return the exit status."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("woollylib: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", 2)
+        print(f"woollylib: {getattr(exc, 'signal_name', None) or 'interrupted'}", file=sys.stderr)
+        return 128 + signum
     except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
         print(f"woollylib {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only, no permission, unreadable image: the path and the fix
+        print(f"woollylib {args.command}: error: {_os_error(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:
         if type(exc).__name__ != "NonFiniteLossError":

@@ -54,8 +54,10 @@ __all__ = [
     "History",
     "ModelSpec",
     "RunDir",
+    "RunLock",
     "atomic_save",
     "atomic_write_json",
+    "best_checkpoint",
     "jsonable",
     "load_checkpoint",
     "upgrade_config",
@@ -72,7 +74,14 @@ FIGURE_FILES = {  # report figures, by key
     "misclassified": "misclassified.png",
     "gradcam": "gradcam.png",
 }
-RUN_MARKERS = (LAST, BEST, HISTORY)  # a folder with any of these holds a run
+RUN_MARKERS = (LAST, BEST, HISTORY)  # a folder with any of these holds a run (also one of format 1)
+LOCK = ".woollylib.lock"
+OWN_FILES = (CONFIG, LAST, BEST, HISTORY, METRICS, LR_FINDER, REPORT, LOCK, *FIGURE_FILES.values())
+
+
+def _is_temp(name: str) -> bool:
+    """A temp file of an atomic write (``.NAME.XXXX.tmp``) of one of the run files."""
+    return name.startswith(".") and name.endswith(".tmp") and any(name.startswith(f".{n}.") for n in OWN_FILES)
 CONFIG_FORMAT, CONFIG_VERSION = "woollylib-run", 2
 CHECKPOINT_VERSION = 1
 
@@ -145,16 +154,49 @@ class History:
 # ------------------------------------------------------------------------------ atomic files ---
 
 
+FAULT_ENV = "WOOLLYLIB_FAULT_AT"  # test instrumentation: "N" or "N:kill" -> crash at write boundary N
+_fault_count = [0]  # boundaries passed in this process (only counted while FAULT_ENV is set)
+
+
+class SimulatedCrash(BaseException):
+    """Raised at the write boundary named by ``WOOLLYLIB_FAULT_AT`` (tests of the commit order)."""
+
+
+def _boundary(what: str) -> None:
+    """A point between two disk operations; crashes here when ``WOOLLYLIB_FAULT_AT`` names it."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    _fault_count[0] += 1
+    at, _, mode = spec.partition(":")
+    if _fault_count[0] == int(at):
+        if mode == "kill":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise SimulatedCrash(f"write boundary {at} ({what})")
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(fileobj)`` on a temp file in the same directory, fsync, then os.replace."""
+    """Call ``write(fileobj)`` on a temp file in the same directory, fsync, then os.replace.
+    The file gets the mode the umask gives a new file (mkstemp alone would make it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _boundary(f"before {path.name}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _umask_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        _boundary(f"{path.name} written, not yet in place")
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -162,6 +204,7 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
         except FileNotFoundError:
             pass
         raise
+    _boundary(f"after {path.name}")
     return path
 
 
@@ -202,6 +245,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
         ) from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"checkpoint {path} has no 'model' entry; it was not written by woollylib.training")
+    if path.name == LAST:
+        missing = [k for k in ("epoch", "history", "optimizer") if k not in ckpt]
+        if missing or not isinstance(ckpt.get("epoch"), int) or not isinstance(ckpt.get("history"), dict):
+            raise ValueError(f"checkpoint {path} lacks {missing or 'a valid epoch/history'}; it cannot be resumed: "
+                             "delete it to start the run again (--resume then begins at epoch 1)")
     return ckpt
 
 
@@ -305,10 +353,15 @@ def upgrade_config(config) -> dict:
         if config.get("version") != CONFIG_VERSION:
             raise ValueError(f"{CONFIG} has format version {config.get('version')!r}; this woollylib reads "
                              f"version {CONFIG_VERSION}: upgrade woollylib")
+        for key in ("model", "settings"):
+            if not isinstance(config.get(key), dict):
+                raise ValueError(f"{CONFIG} has no valid {key!r} entry")  # noqa: TRY004
         return config
     if "optimizer" not in config and "cli" not in config:
         raise ValueError(f"{CONFIG} is not a woollylib run configuration (no settings in it)")
     cli = config.get("cli") or {}
+    if not isinstance(cli, dict) or not isinstance(config.get("data") or {}, dict):
+        raise ValueError(f"{CONFIG} has a 'cli' or 'data' entry that is not a JSON object")  # noqa: TRY004
     groups: dict[str, dict] = {"optim": {}, "schedule": {}, "engine": {}, "data": {}, "run": {}}
     for key, (group, name) in _V1_SETTINGS.items():
         if key in config:
@@ -362,22 +415,132 @@ class RunDir:
 
     # ---- what is there
 
+    def is_run(self) -> bool:
+        """Whether the folder holds a woollylib run (its config.json marker, or a run of format 1)."""
+        if any((self.path / n).exists() for n in RUN_MARKERS):
+            return True
+        try:
+            raw = json.loads((self.path / CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(raw, dict) and raw.get("format") == CONFIG_FORMAT
+
     def holds_run(self) -> list[str]:
-        """Names of the files that make this folder a run ([] when it holds none)."""
-        return [n for n in RUN_MARKERS if (self.path / n).exists()]
+        """Names of the woollylib files that make this folder a run ([] when it holds none)."""
+        if not self.is_run():
+            return []
+        return [n for n in (CONFIG, *RUN_MARKERS) if (self.path / n).exists()]
+
+    def foreign_files(self) -> list[str]:
+        """Entries of the folder that woollylib did not write."""
+        if not self.path.is_dir():
+            return []
+        own = set(OWN_FILES) if self.is_run() else {LOCK}
+        return sorted(p.name for p in self.path.iterdir() if p.name not in own and not _is_temp(p.name))
 
     def check_fresh(self, overwrite: bool = False, flags: tuple[str, str] = ("resume=True", "overwrite=True")):
-        """Refuse to start a fresh run over an existing one unless ``overwrite``."""
+        """Refuse to start a fresh run over an existing one unless ``overwrite``, and never over a folder
+        of other files."""
+        resume, replace = flags
+        where = "--out" if resume.startswith("--") else "out_dir"
+        foreign = self.foreign_files()
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise FileExistsError(
+                f"{self.path} holds files that woollylib did not write ({shown}); it never writes into such a "
+                f"folder, even with {replace}: choose a new or empty {where}"
+            )
         existing = self.holds_run()
         if existing and not overwrite:
-            resume, replace = flags
             raise FileExistsError(
                 f"{self.path} already holds a run ({', '.join(existing)}); pass {resume} to continue it, "
-                f"{replace} to replace it, or choose another {'--out' if resume.startswith('--') else 'out_dir'}"
+                f"{replace} to replace it, or choose another {where}"
             )
 
     def has(self, name: str) -> bool:
         return (self.path / name).is_file()
+
+    # ---- keeping the folder whole
+
+    def clean_temp(self) -> list[str]:
+        """Remove the temp files an interrupted write left behind; return their names."""
+        if not self.path.is_dir():
+            return []
+        stale = [p for p in self.path.iterdir() if _is_temp(p.name)]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return [p.name for p in stale]
+
+    def remove_run_files(self, keep: tuple[str, ...] = ()) -> None:
+        """Remove exactly the files woollylib writes (``--overwrite``), except ``keep``."""
+        for name in OWN_FILES:
+            if name != LOCK and name not in keep:
+                (self.path / name).unlink(missing_ok=True)
+        self.clean_temp()
+
+    def preflight(self, checkpoint_bytes: int) -> None:
+        """Fail before the first epoch when the folder is not writable or has no room for the
+        checkpoints (``checkpoint_bytes``: the size of one last.pt)."""
+        import errno
+        import shutil
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, probe = tempfile.mkstemp(dir=self.path, prefix=f".{LAST}.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write into the run directory ({exc.strerror}); choose a writable "
+                                     "--out/out_dir", str(self.path)) from exc
+        need = 3 * checkpoint_bytes  # last.pt and its temp copy during a write, and best.pt
+        free = shutil.disk_usage(self.path).free
+        if free < need:
+            raise OSError(errno.ENOSPC, f"no room for the checkpoints: {free / 2**20:.1f} MiB free, "
+                                        f"{need / 2**20:.1f} MiB needed; free some space or choose another --out",
+                          str(self.path))
+
+    def lock(self) -> RunLock:
+        """A lock file that keeps a second writer out (``with run.lock(): ...``)."""
+        return RunLock(self.path / LOCK)
+
+    def resume_config(self) -> dict:
+        """The run's configuration for a resume: last.pt's own copy (it is written first in every epoch),
+        else config.json (a run that completed no epoch)."""
+        if self.has(LAST):
+            return upgrade_config(self.load("last").get("config") or {})
+        return self.read_config()
+
+    def repair(self, ckpt: dict) -> list[str]:
+        """Bring history.json, best.pt and config.json up to ``ckpt`` (the newest last.pt), which a kill
+        between two writes may have left behind; return what was rewritten."""
+        fixed = []
+        history = History.from_dict(ckpt["history"])
+        try:
+            on_disk = self.read_history().to_dict() if self.has(HISTORY) else None
+        except (ValueError, TypeError):
+            on_disk = None
+        if on_disk != history.to_dict():
+            self.write_history(history)
+            fixed.append(HISTORY)
+        best_epoch = history.best_epoch
+        try:
+            best = self.load("best") if self.has(BEST) else None
+        except ValueError:
+            best = None
+        if best_epoch is not None and (best is None or best.get("epoch") != best_epoch) \
+                and best_epoch == ckpt["epoch"]:
+            self.save_best(best_checkpoint(ckpt["model"], ckpt["epoch"], history, ckpt.get("config")))
+            fixed.append(BEST)
+        try:
+            config = self.read_json(CONFIG)
+        except ValueError:
+            config = None
+        if ckpt.get("config") and config != ckpt["config"]:
+            if config is not None:  # last.pt belongs to a run that replaced this one (--overwrite)
+                self.drop_results()
+            self.write_config(ckpt["config"])
+            fixed.append(CONFIG)
+        return fixed
 
     # ---- reading
 
@@ -452,4 +615,75 @@ class RunDir:
         """Remove the results of a replaced run (metrics, report, LR range test, figures)."""
         for name in (METRICS, LR_FINDER, REPORT, *FIGURE_FILES.values()):
             (self.path / name).unlink(missing_ok=True)
+
+
+def best_checkpoint(model_state: dict, epoch: int, history: History, config: dict | None) -> dict:
+    """best.pt's content: the weights of ``epoch`` with its test figures."""
+    return {"version": CHECKPOINT_VERSION, "model": model_state, "epoch": epoch,
+            "test_acc": history.test_acc[epoch - 1], "test_loss": history.test_loss[epoch - 1], "config": config}
+
+
+class RunLock:
+    """``O_EXCL`` lock file holding the writer's pid and host; a lock of a dead process on this host is
+    taken over (with a note). Re-entrant within one process."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.held = False
+
+    def _owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> RunLock:
+        import socket
+
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _umask_mode())
+            except FileExistsError:
+                owner = self._owner() or {}
+                if owner == me:
+                    return self  # this process holds it already (the CLI around the Trainer)
+                if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                    print(f"note: taking over the lock of process {owner.get('pid')}, which is no longer "
+                          f"running ({self.path})")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise FileExistsError(
+                    f"{self.path.parent} is being written by another woollylib process (pid {owner.get('pid')} on "
+                    f"{owner.get('host')}, see {self.path}); wait for it to finish or choose another --out/out_dir"
+                ) from None
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise FileExistsError(f"cannot take the lock {self.path}; delete it if no woollylib process runs there")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> RunLock:  # noqa: PYI034
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 

@@ -23,7 +23,10 @@ a directory that already holds a run unless ``resume=True`` (continue it) or ``o
 
 from __future__ import annotations
 
+import contextlib
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,15 +37,20 @@ from torch import nn
 
 from .config import Settings
 from .run import (
+    BEST,
     CHECKPOINT_VERSION,
+    CONFIG,
     CONFIG_FORMAT,
     CONFIG_VERSION,
+    HISTORY,
     LAST,
     History,
     ModelSpec,
     RunDir,
+    SimulatedCrash,
     atomic_save,
     atomic_write_json,
+    best_checkpoint,
     jsonable,
     load_checkpoint,
     upgrade_config,
@@ -51,7 +59,9 @@ from .run import (
 __all__ = [
     "CHECKPOINT_VERSION",
     "History",
+    "StopSignals",
     "Trainer",
+    "TrainingInterrupted",
     "atomic_save",
     "atomic_write_json",
     "load_checkpoint",
@@ -116,6 +126,60 @@ def _state_dict_mismatch(expected: dict, got: dict) -> str:
     return "; ".join(parts)
 
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Stop signals
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training; ``signum`` says which (the CLI exits 128 + signum)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.signal_name = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+
+
+class StopSignals:
+    """While active (main thread only), SIGINT and SIGTERM raise ``TrainingInterrupted``; inside
+    ``holding()`` they wait until the block is done (a save in progress completes first)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self._previous, self._held, self._pending = {}, 0, None
+
+    def _handle(self, signum, frame):
+        if self._held:
+            self._pending = signum
+            return
+        raise TrainingInterrupted(signum)
+
+    def __enter__(self) -> StopSignals:  # noqa: PYI034
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    @contextlib.contextmanager
+    def holding(self):
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+        if not self._held and self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise TrainingInterrupted(signum)
+
+
+_NO_SIGNALS = StopSignals()  # outside fit(): holding() only counts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,6 +280,7 @@ class Trainer:
         self.run_dir = RunDir(s.run.out_dir) if s.run.out_dir is not None else None
         self.out_dir = self.run_dir.path if self.run_dir is not None else None
         self.resume, self.overwrite, self.seed = s.run.resume, s.run.overwrite, s.run.seed
+        self._restart = False  # resume of a run that completed no epoch
         self.progress, self.verbose = s.run.progress, s.run.verbose
         ckpt = self._check_run_dir()  # everything is validated before the disk is touched
         self.epochs = _check_epochs(s.schedule.epochs)
@@ -237,7 +302,10 @@ class Trainer:
         self.history = History()
         self.start_epoch = 0  # completed epochs (advances as fit() runs)
         self._saved = False
+        self._saved_epoch = 0  # the epoch last.pt holds (0: none written by this trainer yet)
         self._rng_to_restore = None
+        self._resume_ckpt = ckpt
+        self._signals = _NO_SIGNALS
         if ckpt is not None:
             self._restore(ckpt)
 
@@ -279,13 +347,22 @@ class Trainer:
             if self.run_dir is not None:
                 self.run_dir.check_fresh(s.run.overwrite)
             return None
+        if not self.run_dir.has(LAST) and self.run_dir.holds_run() == [CONFIG]:
+            # the run started but completed no epoch: it begins again with its saved settings
+            saved = self.run_dir.read_config()["settings"]
+            self._fill_from_saved(saved)
+            self._restart = True
+            return None
         ckpt = self.run_dir.load("last", map_location=self.device)
-        saved = upgrade_config(ckpt.get("config") or {})["settings"]
+        self._fill_from_saved(upgrade_config(ckpt.get("config") or {})["settings"])
+        return ckpt
+
+    def _fill_from_saved(self, saved: dict) -> None:
+        s = self.settings
         if s.schedule.epochs is None:
             s.schedule.epochs = saved["schedule"].get("epochs")
         if s.optim.lr is None:
             s.optim.lr = saved["optim"].get("lr")
-        return ckpt
 
     def _build_optimizer(self, instance) -> None:
         if instance is not None:
@@ -346,7 +423,7 @@ class Trainer:
                 "(see its config.json) or start a new run in another out_dir"
             ) from exc
         self.history = History.from_dict(ckpt["history"])
-        self.start_epoch = int(ckpt["epoch"])
+        self.start_epoch = self._saved_epoch = int(ckpt["epoch"])
         self._rng_to_restore = ckpt.get("rng")
         if self.verbose:
             print(f"Resuming {path} after epoch {self.start_epoch}/{self.epochs}")
@@ -390,25 +467,41 @@ class Trainer:
         }
 
     def _save(self, epoch: int, is_best: bool) -> None:
+        """Commit epoch ``epoch``: last.pt first (it carries history and config, so every later file can
+        be repaired from it), then best.pt, history.json and, on the first save, config.json."""
         if self.run_dir is None:
             return
-        first_save = not self._saved
-        self._saved = True
-        self.run_dir.save_last(self.checkpoint(epoch))
-        self.run_dir.write_history(self.history)
-        if is_best:
-            self.run_dir.save_best({
-                "version": CHECKPOINT_VERSION,
-                "model": self.model.state_dict(),
-                "epoch": epoch,
-                "test_acc": self.history.test_acc[-1],
-                "test_loss": self.history.test_loss[-1],
-                "config": self.config,
-            })
-        if first_save:
-            self.run_dir.write_config(self.config)
-            if self.overwrite and not self.resume:  # results of the replaced run are stale now
-                self.run_dir.drop_results()
+        with self._signals.holding():  # an interrupt waits until the files are consistent
+            first_save = not self._saved
+            run = self.run_dir
+            run.save_last(self.checkpoint(epoch))
+            self._saved, self._saved_epoch = True, epoch
+            if is_best:
+                run.save_best(best_checkpoint(self.model.state_dict(), epoch, self.history, self.config))
+            run.write_history(self.history)
+            if first_save and not getattr(self, "_marker_written", False):
+                run.write_config(self.config)
+                if self.overwrite and not self.resume:  # what is left of the replaced run is stale now
+                    run.drop_results()
+                    run.remove_run_files(keep=(CONFIG, LAST, HISTORY) + ((BEST,) if is_best else ()))
+
+    def _start_run_dir(self) -> None:
+        """Under the lock, before the first epoch: refuse what changed since construction, clean up,
+        check room, write the marker of a fresh run or repair a resumed one."""
+        run = self.run_dir
+        if self.start_epoch == 0 and not self._saved and not self.resume:
+            run.check_fresh(self.overwrite)  # another writer may have started since __init__
+        run.clean_temp()
+        size = sum(t.numel() * t.element_size() for t in self.model.state_dict().values() if torch.is_tensor(t))
+        run.preflight(2 * size + 2**20)  # weights + optimizer state (momentum) + the rest
+        if self._resume_ckpt is not None:
+            fixed = run.repair(self._resume_ckpt)
+            if fixed and self.verbose:
+                print(f"repaired {', '.join(fixed)} from {run / LAST} (epoch {self._resume_ckpt['epoch']})")
+            self._resume_ckpt = None
+        elif self.start_epoch == 0 and not self._saved and not self.overwrite and not run.has(CONFIG):
+            run.write_config(self.config)  # the marker: this folder is a woollylib run from now on
+            self._marker_written = True
 
     # ---- the loop
 
@@ -418,21 +511,35 @@ class Trainer:
         ``stop_after``: stop once this many epochs (in total) are done, leaving a resumable run
         (the schedule still spans ``epochs``). A non-finite loss raises the engine's
         ``NonFiniteLossError`` (epoch, batch, lr); Ctrl-C re-raises ``KeyboardInterrupt``. In both
-        cases ``last.pt`` and ``history.json`` hold the last completed epoch.
+        cases ``last.pt`` and ``history.json`` hold the last completed epoch. SIGTERM (Colab, SLURM,
+        ``timeout``) stops like Ctrl-C; either waits for a save in progress to finish.
         """
+        end = self.epochs if stop_after is None else min(int(stop_after), self.epochs)
+        with contextlib.ExitStack() as stack:
+            if self.run_dir is not None:
+                stack.enter_context(self.run_dir.lock())
+                self._start_run_dir()
+            self._signals = stack.enter_context(StopSignals())
+            try:
+                return self._fit_epochs(end)
+            except BaseException as exc:
+                crashed = isinstance(exc, SimulatedCrash)  # stands for a kill: nothing is cleaned up
+                if getattr(self, "_marker_written", False) and not self._saved and not crashed:
+                    (self.run_dir / CONFIG).unlink(missing_ok=True)  # no epoch done: leave the folder as it was
+                raise
+
+    def _fit_epochs(self, end: int) -> History:
         from .bp.engine import NonFiniteLossError
 
-        end = self.epochs if stop_after is None else min(int(stop_after), self.epochs)
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
         self._seed_or_restore_rng()
         epoch = self.start_epoch
         try:
             for epoch in range(self.start_epoch + 1, end + 1):
                 self.run_epoch(epoch)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if self.verbose:
-                print(self._stop_note(f"interrupted during epoch {epoch}"), flush=True)
+                what = getattr(exc, "signal_name", None) or "interrupted"
+                print(self._stop_note(f"{what} during epoch {epoch}"), flush=True)
             raise
         except NonFiniteLossError as exc:
             if hasattr(exc, "add_note"):  # Python >= 3.11
@@ -478,7 +585,7 @@ class Trainer:
         return {"train": tr, "test": te, "seconds": seconds}
 
     def _stop_note(self, what: str, diverged: bool = False) -> str:
-        done = len(self.history)
+        done = self._saved_epoch if self.out_dir is not None else len(self.history)
         advice = (
             "lower the learning rate (or set grad_clip) and start a new run"
             if diverged
@@ -487,7 +594,8 @@ class Trainer:
         if self.out_dir is None:
             return f"{what}; {done} completed epochs are in trainer.history (no out_dir, nothing saved)"
         if done == 0:
-            return f"{what} before the first epoch ended; nothing was written to {self.out_dir}"
+            return (f"{what} before the first epoch ended; no epoch was saved in {self.out_dir} (resume=True / "
+                    "--resume starts it again)")
         return f"{what}; {self.out_dir / LAST} and history.json hold epoch {done}/{self.epochs}; {advice}"
 
 

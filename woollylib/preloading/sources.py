@@ -165,6 +165,15 @@ def from_arrays(images: Any, labels: Any, classes: list[str] | None = None, name
             f"(min {int(y.min())}, max {int(y.max())}); pass classes= with one name per class, "
             "or remap the labels to 0..K-1"
         )
+    counts = np.bincount(y, minlength=num_classes)
+    if (counts > 0).sum() < 2:
+        raise ValueError(f"the labels name {int((counts > 0).sum())} class(es); a classifier needs at least 2")
+    if classes is None and (counts == 0).sum() > num_classes // 2:
+        raise ValueError(
+            f"labels span 0..{num_classes - 1} but {int((counts == 0).sum())} of those {num_classes} classes have "
+            f"no image (only {int((counts > 0).sum())} are used; largest label {int(y.max())}): remap the labels to "
+            "0..K-1, or pass classes= with one name per class if the empty classes are intended"
+        )
     names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
     return ImageSource(x, y, names, name)
 
@@ -267,12 +276,30 @@ def load_folder(path: str | os.PathLike, image_size: int | tuple[int, int] = 32,
             f"no images found in {folder.resolve()} ({exc}); expected the layout "
             f"{folder}/<class_name>/<image>.png (one sub-folder per class, files .png/.jpg/...)"
         ) from exc
+    if len(ds.classes) < 2:
+        raise ValueError(f"{folder.resolve()} has {len(ds.classes)} class folder(s) ({', '.join(ds.classes)}); a "
+                         "classifier needs at least 2: one sub-folder per class")
     images = np.empty((len(ds.samples), h, w, 3), dtype=np.uint8)
     for i, (file, _) in enumerate(ds.samples):
-        with Image.open(file) as img:
-            images[i] = np.asarray(img.convert("RGB").resize((w, h), Image.BILINEAR))
+        try:
+            with Image.open(file) as img:
+                images[i] = _rgb8(img).resize((w, h), Image.BILINEAR)
+        except OSError as exc:
+            raise OSError(f"cannot read the image {file} ({exc}); replace or remove it") from exc
     labels = np.asarray(ds.targets, dtype=np.int64)
     return ImageSource(images, labels, list(ds.classes), name or folder.name)
+
+
+def _rgb8(img):
+    """An 8-bit RGB copy of ``img``; 16-bit and 32-bit modes are scaled to 0-255, not clipped."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        a = np.clip(np.round(a * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    return img.convert("RGB")
 
 
 # ----------------------------------------------------------------------------------------------------
