@@ -13,9 +13,9 @@ from woollylib import cli
 from woollylib import run as run_module
 from woollylib.run import FAULT_ENV, RunDir, SimulatedCrash
 
+# best test accuracy improves in every epoch (10.00, 10.28, 15.56 %), so every epoch writes best.pt too
 TRAIN = ["train", "--dataset", "digits", "--loader", "device", "--model", "compact", "--model-opt", "width=8",
-         "--batch-size", "512",
-         "--lr", "0.05", "--epochs", "3", "--no-progress", "--device", "cpu"]
+         "--batch-size", "256", "--lr", "1.0", "--epochs", "3", "--no-progress", "--device", "cpu"]
 
 
 def train(out, *extra):
@@ -63,7 +63,8 @@ def straight(tmp_path_factory):
 
 def test_a_kill_at_every_write_boundary_resumes_to_the_uninterrupted_result(straight, faults, tmp_path, monkeypatch):
     expected, boundaries = straight
-    assert boundaries >= 3 * 8  # 3 epochs x (last.pt, history.json) + the marker, best.pt, metrics.json
+    assert expected[2] == 3  # best.pt moved in every epoch
+    assert boundaries == 3 * (1 + 3 * 3 + 1)  # 3 per write: marker, 3 epochs x (last, best, history), metrics
     for at in range(1, boundaries + 1):
         out = tmp_path / f"kill-{at}"
         faults(at)
