@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_int
 from .base import ImageClassifier
 from .norm import check_norm, make_norm
 from .registry import register_model
@@ -105,9 +106,8 @@ class CompactNet(ImageClassifier):
         if downsample not in DOWNSAMPLES:
             raise ValueError(f"unknown downsample {downsample!r}: use 'stride' (stride-2 convs) "
                              "or 'dilation' (dilated convs, padding 0)")
-        for key, val in (("width", width), ("blocks", blocks)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{key} must be a positive int, got {val!r}")
+        check_int("width", width, hint="channels of the first stage; 32 by default")
+        check_int("blocks", blocks, hint="residual blocks per downsampling stage")
         if not isinstance(skip, bool):
             raise TypeError(f"skip must be True or False, got {skip!r}: pass a bool, not a string")
         self.downsample, self.conv, self.skip = downsample, conv, skip
