@@ -18,7 +18,7 @@ Sections (each prints "unavailable: <why>" instead of crashing when a module it 
             (one subprocess per loader; the process tree sampled with psutil, + getrusage).
   digits    time to 98% test accuracy on digits with the recommended recipe (custom_resnet, batch 32,
             one-cycle max_lr 0.05 over one epoch, SGD Nesterov, bf16 + channels_last on CPU, DeviceLoader
-            with the pad-4 crop only: digits are not mirror-symmetric).
+            with the data layer's default augmentation for digits: none).
 
 Threads: the machine's (torch.get_num_threads()); set OMP_NUM_THREADS to change it. Figures depend on
 the machine and on what else runs on it: compare ratios measured in the same run.
@@ -336,15 +336,15 @@ def bench_memory(quick: bool, device: str) -> dict:
 
 def bench_digits(quick: bool, device: str) -> dict:
     from woollylib.models import get_model
-    from woollylib.preloading import get_data
+    from woollylib.preloading import augment_preset, default_augment, get_data
     from woollylib.training import train_test_loop
 
     target = 98.0
     torch.manual_seed(0)
-    # digits are not mirror-symmetric and a 16-px hole hides most of an 8x8 digit blown up to 32x32:
-    # the recipe keeps only the +-4 px translation
-    data = get_data("digits", batch_size=32, loader="device", seed=0, device=device, verbose=False,
-                    loader_kw={"flip": False, "cutout": 0})
+    # the data layer's default augmentation for digits (preloading.default_augment: none), as the
+    # CLI and the notebook get it
+    data = get_data("digits", batch_size=32, loader="device", seed=0, device=device, verbose=False)
+    aug = default_augment("digits", "device")
     cl, amp = (True, "bf16") if torch.device(device).type == "cpu" else (True, True)
     model = get_model("custom_resnet", num_classes=len(data.classes))
     epochs = 1
@@ -358,7 +358,8 @@ def bench_digits(quick: bool, device: str) -> dict:
             reached = sum(hist.epoch_time[:e + 1])
             break
     return {"recipe": f"custom_resnet, batch 32, one-cycle max_lr 0.05 over {epochs} epoch(s), SGD nesterov "
-                      f"wd 5e-4, amp={amp}, channels_last={cl}, DeviceLoader (pad-4 crop, no flip, no cutout)",
+                      f"wd 5e-4, amp={amp}, channels_last={cl}, DeviceLoader with the default augmentation "
+                      f"({augment_preset('digits')}: {aug})",
             "test_acc": list(hist.test_acc), "epoch_time_s": list(hist.epoch_time),
             "seconds_to_98": reached if reached is not None else unavailable(f"not reached in {epochs} epoch(s)"),
             "wall_s": wall}

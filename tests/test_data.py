@@ -58,7 +58,7 @@ def test_channel_stats_match_numpy_uint8_and_float(capsys):
         for key, fn in (("mean", np.mean), ("std", np.std), ("var", np.var), ("min", np.min), ("max", np.max)):
             np.testing.assert_allclose(stats[key], fn(ref, axis=(0, 1, 2)), rtol=1e-6, atol=1e-7, err_msg=key)
         assert all(isinstance(v, float) for v in stats["mean"])
-    P.channel_stats(P.from_arrays(images, np.zeros(37, dtype=int), name="rand"), verbose=True)
+    P.channel_stats(P.from_arrays(images, np.arange(37) % 2, name="rand"), verbose=True)
     out = capsys.readouterr().out
     assert "[rand]" in out and "Total rand Images: 37" in out
     for key in ("min", "max", "mean", "std", "var"):
@@ -411,6 +411,51 @@ def test_get_data_device_loader_path():
     assert yt.tolist() == data.test_source.labels[:64].tolist()
     pixels = data.denormalize(xt).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(pixels, data.test_source.images[:64] / 255.0, atol=1e-5)
+
+
+def _names(tf):
+    return [type(t).__name__ for t in tf.transforms]
+
+
+def test_one_default_augmentation_per_dataset_for_both_loaders():
+    assert P.augment_preset("digits") == P.augment_preset(P.load_digits(train=False)) == "none"
+    assert P.augment_preset("cifar10") == P.augment_preset("CIFAR-10") == "cifar"
+    assert P.augment_preset("digits", "crop") == "crop"
+    digits = P.get_data("digits", batch_size=32, seed=0, num_workers=0, verbose=False)
+    assert _names(digits.train_transform) == ["Normalize", "ToTensorV2"]      # digits: none
+    device = P.get_data("digits", batch_size=32, loader="device", device="cpu", seed=0, verbose=False)
+    dl = device.train_loader
+    assert (dl.crop_pad, dl.flip, dl.cutout) == (0, False, 0)
+    x, _ = next(iter(dl))  # no augmentation: every train image is a source image, normalised
+    src = torch.from_numpy(device.train_source.images).permute(0, 3, 1, 2).float() / 255
+    px = device.denormalize(x)
+    assert all((src - im).abs().amax(dim=(1, 2, 3)).min() < 1e-5 for im in px[:4])
+    train, test = tiny_source(8), tiny_source(4, seed=1)  # any other dataset: the CIFAR preset
+    photos = P.get_data((train, test), batch_size=4, verbose=False, num_workers=0)
+    assert _names(photos.train_transform)[:4] == ["PadIfNeeded", "RandomCrop", "HorizontalFlip", "CoarseDropout"]
+    photos_dev = P.get_data((train, test), batch_size=4, loader="device", device="cpu", verbose=False)
+    assert (photos_dev.train_loader.crop_pad, photos_dev.train_loader.flip, photos_dev.train_loader.cutout) == (4, True, 16)
+
+
+def test_augment_presets_by_name_for_both_loaders():
+    train, test = tiny_source(8), tiny_source(4, seed=1)
+    crop = P.get_data((train, test), batch_size=4, augment="crop", verbose=False, num_workers=0)
+    assert _names(crop.train_transform) == ["PadIfNeeded", "RandomCrop", "Normalize", "ToTensorV2"]
+    assert crop.train_transform.transforms[0].min_height == train.image_size[0] + 4   # 2 px per side
+    dev = P.get_data((train, test), batch_size=4, augment="crop", loader="device", device="cpu", verbose=False)
+    assert (dev.train_loader.crop_pad, dev.train_loader.flip, dev.train_loader.cutout) == (2, False, 0)
+    assert P.default_augment("cifar10", "albumentations") == {"padding": 4, "flip": True, "cutout": 16}
+    assert P.default_augment("cifar10", "device") == {"crop_pad": 4, "flip": True, "cutout": 16}
+    assert P.default_augment("cifar10", "device", "none") == {"crop_pad": 0, "flip": False, "cutout": 0}
+    tuned = P.get_data((train, test), batch_size=4, augment="cifar", loader="device", device="cpu",
+                       verbose=False, loader_kw={"cutout": 0})              # loader_kw overrides the preset
+    assert (tuned.train_loader.crop_pad, tuned.train_loader.cutout) == (4, 0)
+    with pytest.raises(ValueError, match="unknown augment preset 'heavy'.*auto, cifar, crop, none"):
+        P.get_data((train, test), batch_size=4, augment="heavy", verbose=False, num_workers=0)
+    with pytest.raises(ValueError, match="loader_kw"):
+        P.get_data((train, test), batch_size=4, augment=["hflip"], loader="device", device="cpu", verbose=False)
+    with pytest.raises(ValueError, match="unknown loader"):
+        P.default_augment("digits", "dali")
 
 
 def test_get_data_errors():

@@ -243,12 +243,8 @@ def test_progress_bar_mode_runs():
     assert stats["samples"] == 24 and len(stats["lrs"]) == 3
 
 
-def test_no_per_batch_host_sync(monkeypatch):
-    """Reading a tensor to the host (item/tolist/float/int/bool) happens only at refreshes."""
-    data = batches(40, batch=4)
-    model = linear_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    sched = one_cycle(opt, max_lr=0.05, epochs=1, steps_per_epoch=40)
+def _count_host_reads(monkeypatch, fn):
+    """Names of the tensor-to-host reads (item/tolist/float/int/bool/index/numpy) made by fn()."""
     reads = []
     for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy"):
         original = getattr(torch.Tensor, name)
@@ -258,11 +254,57 @@ def test_no_per_batch_host_sync(monkeypatch):
             return _original(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    stats = train_epoch(model, data, opt, device="cpu", scheduler=sched, grad_clip=1.0, label_smoothing=0.1,
-                        progress=False, refresh_every=20)
-    monkeypatch.undo()
-    assert len(stats["lrs"]) == 40
+    try:
+        fn()
+    finally:
+        monkeypatch.undo()
+    return reads
+
+
+def test_no_per_batch_host_sync(monkeypatch):
+    """Reading a tensor to the host (item/tolist/float/int/bool) happens only at refreshes."""
+    data = batches(40, batch=4)
+    model = linear_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    sched = one_cycle(opt, max_lr=0.05, epochs=1, steps_per_epoch=40)
+    out = {}
+
+    def run():
+        out["stats"] = train_epoch(model, data, opt, device="cpu", scheduler=sched, grad_clip=1.0,
+                                   label_smoothing=0.1, progress=False, refresh_every=20)
+
+    reads = _count_host_reads(monkeypatch, run)
+    assert len(out["stats"]["lrs"]) == 40
     assert reads == ["tolist"] * 3   # after batch 20, batch 40, and the epoch end
+
+
+def test_fp16_steps_read_the_host_only_where_a_bare_grad_scaler_loop_does(monkeypatch):
+    """fp16 + GradScaler: per step, the engine reads no more than scaler.step itself does."""
+    data = batches(10, batch=4)
+
+    def bare():
+        model = linear_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        scaler = torch.amp.GradScaler("cpu")
+        for x, y in data:
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            scaler.step(opt)
+            scaler.update()
+
+    def ours():
+        model = linear_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        sched = one_cycle(opt, max_lr=0.05, epochs=1, steps_per_epoch=10)
+        train_epoch(model, data, opt, device="cpu", scheduler=sched, amp="fp16",
+                    scaler=torch.amp.GradScaler("cpu"), progress=False, refresh_every=5)
+
+    bare_reads, our_reads = _count_host_reads(monkeypatch, bare), _count_host_reads(monkeypatch, ours)
+    assert len(bare_reads) >= 10                               # scaler.step reads its inf flags each step
+    assert sorted(our_reads) == sorted(bare_reads + ["tolist"] * 3)   # + refreshes at 5, 10 and the end
 
 
 # --------------------------------------------------------------------- AMP and NaN stop ---

@@ -29,7 +29,8 @@ matplotlib.use("Agg")
 
 @pytest.fixture(scope="module")
 def data():
-    return get_data("digits", batch_size=64, seed=0, verbose=False)
+    # the CIFAR preset on digits (digits' own default is no augmentation): a gallery with every step
+    return get_data("digits", batch_size=64, seed=0, verbose=False, augment="cifar")
 
 
 @pytest.fixture(scope="module")

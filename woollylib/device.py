@@ -1,14 +1,30 @@
-"""Device selection and seeding. Nothing here runs at import time."""
+"""Devices, seeding, and a model's device and train/eval mode. Nothing here runs at import time.
+
+    from woollylib.device import select_device, resolve_device, seed_everything, model_device, evaluating
+    device = select_device()                 # cuda > mps > cpu, printed
+    device = resolve_device("auto")          # the same, silent; a name is checked for availability
+    seed_everything(0)                       # python, numpy, torch (all devices)
+    model_device(model)                      # where its parameters (or buffers) live; cpu if none
+    with evaluating(model):                  # eval mode inside; every module's own mode restored
+        logits = model(images)
+    with kept_mode(model):                   # any mode changes inside are undone on exit
+        ...
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
 import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["resolve_device", "seed_everything", "select_device"]
+from ._checks import check_int
+
+__all__ = ["as_device", "evaluating", "kept_mode", "model_device", "resolve_device", "seed_everything",
+           "select_device"]
 
 
 def select_device(prefer: str | None = None, verbose: bool = True) -> torch.device:
@@ -71,9 +87,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
 
     ``deterministic=True`` also asks cuDNN for deterministic kernels (slower on GPU).
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    seed = int(check_int("seed", seed, minimum=0))
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -82,3 +96,45 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     return seed
+
+
+def as_device(device) -> torch.device:
+    """A ``torch.device`` from a name or device; None/"auto" picks one like :func:`resolve_device`.
+    Unlike ``resolve_device`` a name is not checked for availability (the first use of it is)."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return resolve_device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'mps' or a torch.device") from exc
+
+
+def model_device(model: nn.Module, device=None) -> torch.device:
+    """``device`` resolved when given; else the device of the model's first parameter (or buffer),
+    and the CPU for a model that has neither."""
+    if device is not None:
+        return resolve_device(device)
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def kept_mode(model: nn.Module):
+    """Undo, on exit, any train/eval change made inside: every module gets its own mode back."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """``model.eval()`` inside the block; on exit every module is back in its own train/eval mode."""
+    with kept_mode(model):
+        model.eval()
+        yield model

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .device import select_device
+from .device import evaluating, model_device, select_device
 
 __all__ = [
     "compare_optimizers",
@@ -120,13 +120,7 @@ def _alias(name: str, value, alias: str, alias_value):
 
 
 def _model_device(model: nn.Module, device) -> torch.device:
-    from .device import resolve_device
-
-    if device is not None:
-        return resolve_device(device)
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
+    return model_device(model, device)
 
 
 def _stages(model: nn.Module) -> list[str]:
@@ -460,18 +454,14 @@ def show_adversarial(model: nn.Module, data, device=None, epsilon: float = 8 / 2
 @torch.no_grad()
 def _correct_examples(model, data, device, n):
     """Up to ``n`` test images the model classifies correctly (padded with wrong ones if too few)."""
-    was_training = model.training
-    model.eval()
     right, wrong = [], []
-    try:
+    with evaluating(model):
         for images, labels in data.test_loader:
             pred, labels = model(images.to(device)).argmax(1).cpu(), labels.cpu()  # device loader: CUDA labels
             for i in range(len(labels)):
                 (right if pred[i] == labels[i] else wrong).append((images[i], labels[i]))
             if len(right) >= n:
                 break
-    finally:
-        model.train(was_training)
     chosen = (right + wrong)[:n]
     if not chosen:
         raise ValueError("the test loader yielded no images to attack")

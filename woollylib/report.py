@@ -406,11 +406,9 @@ def write_report(
 
 
 def _device_of(model):
-    for t in model.parameters():
-        return t.device
-    import torch
+    from .device import model_device
 
-    return torch.device("cpu")
+    return model_device(model)
 
 
 # ----------------------------------------------------------------------------------------------

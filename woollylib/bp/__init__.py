@@ -6,16 +6,19 @@
     test = bp.evaluate(model, test_loader, device=device)
 
 Modules: ``engine`` (the loop), ``vanilla`` / ``autocast`` / ``ricap`` (thin entry points),
-``losses`` (label-smoothed cross-entropy, L1 penalty), ``optimizer`` (optimizers by name).
+``mixing`` (RICAP's batch mixing), ``schedule`` (per-batch scheduler stepping), ``losses``
+(label-smoothed cross-entropy, L1 penalty), ``optimizer`` (optimizers by name).
 """
 
 from __future__ import annotations
 
-from . import autocast, engine, losses, optimizer, ricap, vanilla
-from .engine import EngineConfig, NonFiniteLossError, evaluate, make_scaler, train_epoch
+from ..errors import NonFiniteLossError
+from . import autocast, engine, losses, mixing, optimizer, ricap, schedule, vanilla
+from .engine import EngineConfig, evaluate, make_scaler, train_epoch, unpack_batch
 from .losses import cross_entropy, l1_penalty
+from .mixing import ricap_batch
 from .optimizer import get_optimizer, list_optimizers
-from .ricap import ricap_batch
+from .schedule import scheduler_steps_per_batch, step_epoch_scheduler
 
 __all__ = [
     "EngineConfig",
@@ -29,9 +32,14 @@ __all__ = [
     "list_optimizers",
     "losses",
     "make_scaler",
+    "mixing",
     "optimizer",
     "ricap",
     "ricap_batch",
+    "schedule",
+    "scheduler_steps_per_batch",
+    "step_epoch_scheduler",
     "train_epoch",
+    "unpack_batch",
     "vanilla",
 ]

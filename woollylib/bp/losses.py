@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_choice, check_range
+
 __all__ = ["REDUCTIONS", "cross_entropy", "l1_penalty"]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -20,12 +22,8 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def cross_entropy(label_smoothing: float = 0.0, reduction: str = "mean") -> nn.CrossEntropyLoss:
     """Cross-entropy on logits with torch's label smoothing (``0 <= label_smoothing < 1``)."""
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-        raise TypeError(f"label_smoothing must be a float in [0, 1), got {label_smoothing!r}")
-    if not 0.0 <= float(label_smoothing) < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1) (0 turns it off; 0.1 is usual), got {label_smoothing}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    check_range("label_smoothing", label_smoothing, 0, 1, hint="0 turns it off; 0.1 is usual")
+    check_choice("reduction", reduction, REDUCTIONS)
     return nn.CrossEntropyLoss(label_smoothing=float(label_smoothing), reduction=reduction)
 
 

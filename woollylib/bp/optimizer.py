@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_non_negative, check_positive
+
 __all__ = ["get_optimizer", "list_optimizers", "param_groups"]
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
@@ -75,12 +77,6 @@ def _adagrad(groups, lr, momentum, weight_decay, nesterov, **kw):
 _BUILDERS = {"sgd": _sgd, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop, "adagrad": _adagrad}
 
 
-def _number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
 def get_optimizer(
     name: str,
     model: nn.Module,
@@ -98,13 +94,9 @@ def get_optimizer(
     key = str(name).lower() if isinstance(name, str) else name
     if key not in _BUILDERS:
         raise ValueError(f"unknown optimizer {name!r}; known optimizers: {list_optimizers()}")
-    lr, momentum, weight_decay = _number("lr", lr), _number("momentum", momentum), _number("weight_decay", weight_decay)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr} (typical: 0.01-0.1 for sgd, 1e-3 for adam)")
-    if momentum < 0:
-        raise ValueError(f"momentum must be >= 0, got {momentum}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay} (5e-4 is usual for sgd on CIFAR)")
+    lr = float(check_positive("lr", lr, hint="typical: 0.01-0.1 for sgd, 1e-3 for adam"))
+    momentum = float(check_non_negative("momentum", momentum))
+    weight_decay = float(check_non_negative("weight_decay", weight_decay, hint="5e-4 is usual for sgd on CIFAR"))
     if nesterov and key != "sgd":
         raise ValueError(f"nesterov=True is only available with 'sgd', not {key!r}; drop nesterov or use sgd")
     groups = param_groups(model, weight_decay, no_decay_bn_bias)

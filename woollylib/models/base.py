@@ -15,9 +15,12 @@ import io
 import torch
 from torch import nn
 
+from .._checks import check_int, is_int
+from ..device import evaluating, model_device
+
 
 def check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+    if not is_int(num_classes):
         raise TypeError(
             f"num_classes must be an int, got {type(num_classes).__name__} {num_classes!r}: "
             "pass the number of classes, e.g. num_classes=10"
@@ -40,8 +43,7 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int = 3):
         super().__init__()
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}: use 3 for RGB")
+        check_int("in_channels", in_channels, hint="3 for RGB")
         self.num_classes = check_num_classes(num_classes)
         self.in_channels = in_channels
 
@@ -126,23 +128,15 @@ def summary(model: nn.Module, input_size=(3, 32, 32), device=None, print_fn=prin
     from torchsummary import summary as ts_summary
 
     inner = _unwrap(model)
-    if device is None:
-        first = next(inner.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else model_device(inner)
     target = inner
     if device.type not in ("cpu", "cuda"):
         import copy
 
         target, device = copy.deepcopy(inner).cpu(), torch.device("cpu")
-    was_training = target.training
     buf = io.StringIO()
     cuda_ctx = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    try:
-        target.eval()
-        with cuda_ctx, torch.no_grad(), contextlib.redirect_stdout(buf):
-            ts_summary(target, tuple(input_size), device=device.type)
-    finally:
-        target.train(was_training)
+    with evaluating(target), cuda_ctx, torch.no_grad(), contextlib.redirect_stdout(buf):
+        ts_summary(target, tuple(input_size), device=device.type)
     print_fn(buf.getvalue().rstrip("\n"))
     return count_parameters(inner)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_positive
 from .base import ImageClassifier
 from .norm import check_norm, make_norm
 from .registry import register_model
@@ -60,9 +61,7 @@ class CustomResNet(ImageClassifier):
         super().__init__(num_classes, in_channels)
         norm = check_norm(norm)
         scale = 1.0 if logit_scale is None else logit_scale
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-            raise ValueError(f"logit_scale must be a positive number, got {logit_scale!r}: "
-                             "use 0.125 (ResNet-9 default) or 1.0 for plain logits")
+        check_positive("logit_scale", scale, hint="0.125 is the ResNet-9 default, 1.0 gives plain logits")
         self.logit_scale = float(scale)
         self.prep = conv_norm_relu(in_channels, 64, norm)
         self.layer1 = ResLayer(64, 128, norm, residual=True)

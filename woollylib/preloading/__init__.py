@@ -8,12 +8,14 @@ Usage::
         ...
 
 Modules: ``sources`` (ImageSource, CIFAR-10, digits, arrays, folders), ``stats`` (channel_stats),
-``transforms`` (presets, build_transforms), ``loaders`` (AlbumentationsDataset, make_loader),
+``transforms`` (presets, build_transforms, normalize/denormalize), ``augment`` (the augmentation
+presets of both loaders, each dataset's default), ``loaders`` (AlbumentationsDataset, make_loader),
 ``bundle`` (DataBundle, get_data), ``device_loader`` (DeviceLoader: batches augmented on the GPU).
 """
 
 from __future__ import annotations
 
+from .augment import AUGMENT_PRESETS, augment_preset, default_augment
 from .bundle import DataBundle, get_data
 from .device_loader import DeviceLoader as DeviceLoader
 from .loaders import (
@@ -39,13 +41,16 @@ from .sources import (
 from .stats import CIFAR10_MEAN, CIFAR10_STD, channel_stats
 from .transforms import (
     build_transforms,
+    denormalize,
     list_transforms,
+    normalize,
     test_transforms,
     train_transforms,
     transform_defaults,
 )
 
 __all__ = [
+    "AUGMENT_PRESETS",
     "CIFAR10_FILENAME",
     "CIFAR10_FOLDER",
     "CIFAR10_MEAN",
@@ -57,9 +62,12 @@ __all__ = [
     "EpochSampler",
     "ImageSource",
     "SeededDataLoader",
+    "augment_preset",
     "build_transforms",
     "channel_stats",
+    "default_augment",
     "default_num_workers",
+    "denormalize",
     "from_arrays",
     "get_data",
     "list_sources",
@@ -69,6 +77,7 @@ __all__ = [
     "load_folder",
     "load_source",
     "make_loader",
+    "normalize",
     "seed_worker",
     "test_transforms",
     "train_transforms",

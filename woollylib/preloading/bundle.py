@@ -4,12 +4,15 @@ Usage::
 
     from woollylib.preloading import get_data
     data = get_data("cifar10", batch_size=512, root="data", seed=0)   # prints the statistics
-    data = get_data("digits", batch_size=64, augment=["horizontal_flip", "rotate"])
+    data = get_data("digits", batch_size=64, augment=["horizontal_flip", "rotate"])  # a build_transforms spec
+    data = get_data("digits", batch_size=64, augment="crop")         # a preset (preloading.augment)
     data = get_data("cifar10", batch_size=512, loader="device", device="cuda")  # batches made on the GPU
     images, labels = next(iter(data.train_loader))   # float32 (B, 3, 32, 32) normalised, int64 (B,)
     pixels = data.denormalize(images)                # back to [0, 1] for plotting
 
-Normalisation uses the train split's own channel statistics (``data.stats``).
+Normalisation uses the train split's own channel statistics (``data.stats``). The default
+augmentation is the dataset's preset (``augment="auto"``: none for digits, the CIFAR preset of
+pad-4 crop, flip and a 16 px cutout for the others), the same for both loaders.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from typing import Any
 
 import torch
 
+from .._checks import check_int
+from .augment import AUGMENT_PRESETS, LOADERS, augment_preset, default_augment
 from .loaders import make_loader
 from .sources import ImageSource, load_source
 from .stats import channel_stats
-from .transforms import build_transforms, test_transforms, train_transforms
+from .transforms import build_transforms, denormalize, test_transforms, train_transforms
 
 __all__ = ["DataBundle", "get_data"]
 
@@ -46,13 +51,7 @@ class DataBundle:
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Undo Normalize: (B, C, H, W) or (C, H, W) -> float tensor in [0, 1] on x's device."""
-        if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4) or x.shape[-3] != len(self.mean):
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"denormalize needs a tensor (B, {len(self.mean)}, H, W) or ({len(self.mean)}, H, W), got {shape}")
-        x = x.detach().float()
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        return (x * std + mean).clamp_(0.0, 1.0)
+        return denormalize(x.detach() if isinstance(x, torch.Tensor) else x, self.mean, self.std)
 
 
 def get_data(
@@ -64,7 +63,7 @@ def get_data(
     seed: int | None = None,
     device: Any = None,
     num_workers: int | None = None,
-    augment: list | dict | bool | None = None,
+    augment: str | list | dict | bool | None = "auto",
     test_batch_size: int | None = None,
     verbose: bool = True,
     loader_kw: dict | None = None,
@@ -73,47 +72,37 @@ def get_data(
     """Load a dataset and build its train/test loaders.
 
     name: a ``list_sources()`` name, or a ``(train_source, test_source)`` pair of ImageSources.
-    loader: "albumentations" (DataLoader over the CIFAR preset; ``augment`` replaces the preset with a
-    ``build_transforms`` spec, ``augment=False`` trains without augmentation) or "device" (woollylib's
-    DeviceLoader: whole batches augmented on ``device``). ``loader_kw`` goes to make_loader /
-    DeviceLoader, ``kw`` to the source loader (e.g. ``test_fraction=`` for digits).
+    loader: "albumentations" (a DataLoader over albumentations pipelines) or "device" (woollylib's
+    DeviceLoader: whole batches augmented on ``device``). augment: a preset of ``AUGMENT_PRESETS``
+    ("auto" = the dataset's default, "cifar", "crop", "none"; True/None = "cifar", False = "none"),
+    or, for the albumentations loader, a ``build_transforms`` spec. ``loader_kw`` goes to
+    make_loader / DeviceLoader (there it overrides the preset's options), ``kw`` to the source
+    loader (e.g. ``test_fraction=`` for digits).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if loader not in ("albumentations", "device"):
+    check_int("batch_size", batch_size)
+    if loader not in LOADERS:
         raise ValueError(f"unknown loader {loader!r}; use 'albumentations' or 'device'")
-    if isinstance(name, (tuple, list)) and len(name) == 2 and all(isinstance(s, ImageSource) for s in name):
-        train_source, test_source = name
-        label = train_source.name
-    else:
-        train_source = load_source(name, train=True, root=root, download=download, **kw)
-        test_source = load_source(name, train=False, root=root, download=download, **kw)
-        label = str(name)
-    for src in (train_source, test_source):
-        if len(src) == 0:
-            raise ValueError(f"source {src.name!r} is empty: a dataset needs at least one image")
-    if train_source.image_size != test_source.image_size:
-        raise ValueError(f"train images are {train_source.image_size} but test images {test_source.image_size}; resize one split")
+    train_source, test_source, label = _sources(name, root, download, kw)
     stats = channel_stats(train_source, verbose=verbose)
     mean, std = stats["mean"], tuple(max(s, 1e-3) for s in stats["std"])  # guard a constant channel
     test_bs = test_batch_size or batch_size
     extra = dict(loader_kw or {})
     seeds = (None, None) if seed is None else (seed, seed + 1)
+    preset = _preset(augment, loader, label)
 
     if loader == "device":
         from .device_loader import DeviceLoader
 
+        options = {**(default_augment(label, "device", preset) if preset else {}), **extra}
         train_loader = DeviceLoader(train_source, batch_size, train=True, mean=mean, std=std, device=device,
-                                    seed=seeds[0], **extra)
+                                    seed=seeds[0], **options)
         test_loader = DeviceLoader(test_source, test_bs, train=False, mean=mean, std=std, device=device,
                                    seed=seeds[1], **extra)
         train_tf = test_tf = None
     else:
         size = train_source.image_size[0]
-        if augment is None or augment is True:
-            train_tf = train_transforms(mean, std, size=size)
-        elif augment is False:
-            train_tf = test_transforms(mean, std)
+        if preset:
+            train_tf = train_transforms(mean, std, size=size, **default_augment(label, "albumentations", preset))
         else:
             train_tf = build_transforms(augment, mean, std)
         test_tf = test_transforms(mean, std)
@@ -133,3 +122,36 @@ def get_data(
         test_transform=test_tf,
         name=label,
     )
+
+
+def _sources(name, root, download, kw) -> tuple[ImageSource, ImageSource, str]:
+    """(train, test, dataset name) from a source name or a (train, test) pair, checked to match."""
+    if isinstance(name, (tuple, list)) and len(name) == 2 and all(isinstance(s, ImageSource) for s in name):
+        train_source, test_source = name
+        label = train_source.name
+    else:
+        train_source = load_source(name, train=True, root=root, download=download, **kw)
+        test_source = load_source(name, train=False, root=root, download=download, **kw)
+        label = str(name)
+    for src in (train_source, test_source):
+        if len(src) == 0:
+            raise ValueError(f"source {src.name!r} is empty: a dataset needs at least one image")
+    if train_source.image_size != test_source.image_size:
+        raise ValueError(f"train images are {train_source.image_size} but test images {test_source.image_size}; resize one split")
+    return train_source, test_source, label
+
+
+def _preset(augment, loader: str, dataset: str) -> str | None:
+    """The preset name ``augment`` means on ``dataset``, or None for a build_transforms spec."""
+    if augment is None or augment is True:
+        return "cifar"
+    if augment is False:
+        return "none"
+    if isinstance(augment, str):
+        return augment_preset(dataset, augment)
+    if loader == "device":
+        raise ValueError(
+            f"a build_transforms spec (augment={augment!r}) only applies to loader='albumentations'; the device "
+            f"loader takes a preset ({', '.join(AUGMENT_PRESETS)}) or its options in "
+            "loader_kw={'crop_pad': 4, 'flip': True, 'cutout': 16}")
+    return None

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import check_choice, check_int, check_range
 from ..device import resolve_device
 
 __all__ = ["DeviceLoader"]
@@ -81,6 +82,36 @@ def _pixel_fill(fill: Any, mean: tuple[float, ...], channels: int, what: str) ->
     if len(vals) != channels:
         raise ValueError(f"{what} needs {channels} values (one per channel, 0-255), got {fill!r}")
     return vals
+
+
+def _as_set(source: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, H, W, C), labels (N,)) as tensors from an ImageSource or a pair."""
+    images, labels = (source.images, source.labels) if hasattr(source, "images") else source
+    images, labels = torch.as_tensor(images), torch.as_tensor(labels)
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise TypeError(
+            f"images must be uint8 (N, H, W, C), got {images.dtype} {tuple(images.shape)}; "
+            "convert with np.asarray(x * 255, np.uint8) or use preloading.from_arrays"
+        )
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape ({images.shape[0]},) to match the images, got {tuple(labels.shape)}")
+    return images, labels
+
+
+def _mean_std(mean: Any, std: Any, images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the 0-1 scale; a missing one is computed from the images."""
+    if mean is None or std is None:
+        from .stats import channel_stats  # chunked: no float copy of the set
+
+        stats = channel_stats(images.numpy() if images.device.type == "cpu" else images.cpu().numpy(),
+                              verbose=False)
+        mean = stats["mean"] if mean is None else mean
+        std = stats["std"] if std is None else std
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    c = images.shape[-1]
+    if len(mean) != c or len(std) != c or min(std) <= 0:
+        raise ValueError(f"mean and std need {c} values on the 0-1 scale, std > 0; got {mean}, {std}")
+    return mean, std
 
 
 class DeviceLoader:
@@ -122,63 +153,56 @@ class DeviceLoader:
         storage: torch.dtype = torch.uint8,
         layout: str = "auto",
     ) -> None:
-        images, labels = (source.images, source.labels) if hasattr(source, "images") else source
-        images = torch.as_tensor(images)
-        labels = torch.as_tensor(labels)
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise TypeError(
-                f"images must be uint8 (N, H, W, C), got {images.dtype} {tuple(images.shape)}; "
-                "convert with np.asarray(x * 255, np.uint8) or use preloading.from_arrays"
-            )
+        images, labels = _as_set(source)
         n, h, w, c = images.shape
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},) to match the images, got {tuple(labels.shape)}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size}")
-        if layout not in ("auto", "nhwc", "nchw"):
-            raise ValueError(f"layout must be 'auto', 'nhwc' or 'nchw', got {layout!r}")
+        check_int("batch_size", batch_size)
+        check_choice("layout", layout, ("auto", "nhwc", "nchw"))
         if layout == "auto":  # the layout of the output memory: the last pass then needs no transpose
             layout = "nhwc" if channels_last else "nchw"
         if storage not in (torch.uint8, torch.float16, torch.bfloat16):
             raise TypeError(f"storage must be torch.uint8, torch.float16 or torch.bfloat16, got {storage}")
         if not dtype.is_floating_point:
             raise TypeError(f"dtype (of the yielded images) must be a float dtype, got {dtype}")
+        self.mean, self.std = _mean_std(mean, std, images)
+        self.device = resolve_device(device)
+        self.batch_size, self.train = int(batch_size), bool(train)
+        self.shuffle = self.train if shuffle is None else bool(shuffle)
+        self.drop_last = self.train if drop_last is None else bool(drop_last)
+        self.augment = self.train
+        self._set_augmentation(crop_pad, pad_mode, flip, cutout, cutout_p, (h, w))
+        self.channels_last, self.dtype, self.storage, self.layout = bool(channels_last), dtype, storage, layout
+        self.dataset_size, self.image_shape = n, (c, h, w)
+        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
+        self.epoch = 0
+        self._scratch: dict[str, dict[str, torch.Tensor]] = {}  # per-batch-size work buffers
+        scale, bias = self._set_constants(pad_fill, cutout_fill)
+        self._images = self._store(images, scale, bias)  # the set on the device, as rows: nhwc rows
+        self._rows = self._images.view(n * (h if layout == "nhwc" else c * h), -1)  # are W*C, nchw W
+        self._labels = labels.to(device=self.device, dtype=torch.int64)
+
+    # ------------------------------------------------------------------------------------------------
+    def _set_augmentation(self, crop_pad, pad_mode, flip, cutout, cutout_p, size) -> None:
+        """Check and keep the crop/flip/cutout options (all off for an evaluation loader)."""
+        h, w = size
         if pad_mode not in _PAD_MODES:
             raise ValueError(f"pad_mode must be one of {sorted(k for k in _PAD_MODES if isinstance(k, str))} "
                              f"or a cv2.BORDER_* int, got {pad_mode!r}")
         crop_pad, cutout = int(crop_pad), int(cutout)
         if not 0 <= crop_pad < min(h, w):
             raise ValueError(f"crop_pad must be in [0, {min(h, w) - 1}] for {h}x{w} images, got {crop_pad}")
-        if cutout < 0 or not 0.0 <= cutout_p <= 1.0:
-            raise ValueError(f"cutout must be >= 0 px and cutout_p in [0, 1], got {cutout}, {cutout_p}")
-        if mean is None or std is None:
-            from .stats import channel_stats  # chunked: no float copy of the set
-
-            stats = channel_stats(images.numpy() if images.device.type == "cpu" else images.cpu().numpy(),
-                                  verbose=False)
-            mean = stats["mean"] if mean is None else mean
-            std = stats["std"] if std is None else std
-        self.mean = tuple(float(v) for v in mean)
-        self.std = tuple(float(v) for v in std)
-        if len(self.mean) != c or len(self.std) != c or min(self.std) <= 0:
-            raise ValueError(f"mean and std need {c} values on the 0-1 scale, std > 0; got {mean}, {std}")
-
-        self.device = resolve_device(device)
-        self.batch_size, self.train = int(batch_size), bool(train)
-        self.shuffle = self.train if shuffle is None else bool(shuffle)
-        self.drop_last = self.train if drop_last is None else bool(drop_last)
-        self.augment = self.train
+        check_int("cutout", cutout, minimum=0, hint="hole side in px; 0 turns it off")
+        check_range("cutout_p", cutout_p, 0, 1, closed="[]", hint="probability of a hole per image")
         self.crop_pad = crop_pad if self.augment else 0
         self.pad_mode = _PAD_MODES[pad_mode]
         self.flip = bool(flip) and self.augment
         self.cutout = min(cutout, h, w) if (self.augment and cutout_p > 0) else 0  # A clips holes to the image
         self.cutout_p = float(cutout_p)
-        self.channels_last, self.dtype, self.storage, self.layout = bool(channels_last), dtype, storage, layout
-        self.dataset_size, self.image_shape = n, (c, h, w)
-        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
-        self.epoch = 0
 
-        # normalise: x_norm = x_pixel * scale + bias, with x_pixel in 0-255
+    def _set_constants(self, pad_fill, cutout_fill) -> tuple[list[float], list[float]]:
+        """Fill values, normalisation constants and the row table on the device; (scale, bias) of
+        x_norm = x_pixel * scale + bias with x_pixel in 0-255."""
+        c, h, w = self.image_shape
+        dev, storage = self.device, self.storage
         scale = [1.0 / (255.0 * s) for s in self.std]
         bias = [-m / s for m, s in zip(self.mean, self.std)]
         pad_px = _pixel_fill(pad_fill, self.mean, c, "pad_fill")
@@ -190,23 +214,16 @@ class DeviceLoader:
             pad_v = tuple(p * s + b for p, s, b in zip(pad_px, scale, bias))
             cut_v = tuple(p * s + b for p, s, b in zip(cut_px, scale, bias))
             self._scale = self._bias = None
-        dev = self.device
         self._pad_fill = torch.tensor(pad_v, dtype=storage, device=dev)  # (C,)
         self._cut_fill = torch.tensor(cut_v, dtype=storage, device=dev)
         self._pad_row = self._pad_fill.repeat(w)  # one nhwc row of padding (W*C,)
         self._cut_run = self._cut_fill.repeat(max(self.cutout, 1))  # one nhwc hole row (cutout*C,)
-        self._scratch: dict[str, dict[str, torch.Tensor]] = {}
         # rows of an output image for each y-offset dy in [0, 2p]: (2p+1, H) or (2p+1, C*H) for nchw
         ytab = _border_index(torch.arange(h)[None, :] + torch.arange(2 * self.crop_pad + 1)[:, None]
                              - self.crop_pad, h, self.pad_mode)
-        if layout == "nchw":
+        if self.layout == "nchw":
             ytab = (torch.arange(c)[None, :, None] * h + ytab[:, None, :]).reshape(len(ytab), c * h)
         self._rowtab = ytab.to(dev)
-
-        # ---- the set on the device, as rows: nhwc rows are (W*C) bytes, nchw rows are W bytes
-        self._images = self._store(images, scale, bias)
-        self._rows = self._images.view(n * (h if layout == "nhwc" else c * h), -1)
-        self._labels = labels.to(device=dev, dtype=torch.int64)
         if self._scale is not None:  # per-element constants, tiled along a row (vectorisable)
             self._scale_c = torch.tensor(scale, device=dev)
             self._bias_c = torch.tensor(bias, device=dev)
@@ -214,6 +231,7 @@ class DeviceLoader:
             self._bias_row = self._bias_c.repeat(w)
             self._scale_plane = self._scale_c[:, None].expand(c, h * w).contiguous()  # (C, H*W): a broadcast
             self._bias_plane = self._bias_c[:, None].expand(c, h * w).contiguous()  # of (C, 1) is 4x slower
+        return scale, bias
 
     # ------------------------------------------------------------------------------------------------
     def _store(self, images: torch.Tensor, scale: list[float], bias: list[float]) -> torch.Tensor:

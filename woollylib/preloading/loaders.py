@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from .._checks import check_int
 from .sources import ImageSource
 
 __all__ = ["AlbumentationsDataset", "EpochSampler", "SeededDataLoader", "default_num_workers", "make_loader", "seed_worker"]
@@ -117,9 +118,7 @@ class EpochSampler(Sampler):
         self.epoch = 0  # the epoch the next iter() produces
 
     def set_epoch(self, epoch: int) -> None:
-        if int(epoch) < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = int(epoch)
+        self.epoch = int(check_int("epoch", epoch, minimum=0))
 
     def __len__(self) -> int:
         return self.size
@@ -189,15 +188,13 @@ def make_loader(
     defaults to True when ``device`` is CUDA (or, with ``device=None``, when CUDA is available).
     Workers persist across epochs when there are any. ``seed=None`` draws one from torch's global RNG.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size)
     dataset = source if isinstance(source, AlbumentationsDataset) else AlbumentationsDataset(source, transform)
     if isinstance(source, AlbumentationsDataset) and transform is not None:
         dataset.transform = transform
     if num_workers is None:
         num_workers = default_num_workers()
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    check_int("num_workers", num_workers, minimum=0, hint="0 loads in the main process")
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
     if pin_memory is None:

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_range
+
 __all__ = [
     "CIFAR10_FILENAME",
     "CIFAR10_FOLDER",
@@ -192,8 +194,7 @@ def load_digits(train: bool = True, test_fraction: float = 0.2, seed: int = 0, i
     from sklearn.datasets import load_digits as _sk_digits
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    check_range("test_fraction", test_fraction, 0, 1, closed="()", hint="share of the images held out for testing")
     bunch = _sk_digits()
     pixels = bunch.images.astype(np.float32) / 16.0  # sklearn values are 0..16
     labels = bunch.target.astype(np.int64)

@@ -3,10 +3,10 @@
 Usage::
 
     from woollylib.preloading import channel_stats, load_source
-    stats = channel_stats(load_source("digits"))   # prints a [digits-train] block like the seeds did
+    stats = channel_stats(load_source("digits"))   # prints a [digits-train] block: count, shape, min..var
     stats["mean"], stats["std"]                      # (r, g, b) tuples of floats in [0, 1]
 
-std and var are population values (ddof=0, numpy's default), as the seeds' get_cifar_statistics used.
+std and var are population values (ddof=0, numpy's default).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def channel_stats(
 
     source_or_images: an ImageSource, or an array (N, H, W, 3) that is uint8 (0-255) or float (0-1).
     Returns ``dict(mean=(r, g, b), std=..., var=..., min=..., max=...)`` of Python floats and, when
-    ``verbose``, prints them in the seeds' get_cifar_statistics format.
+    ``verbose``, prints them (image count, shape, then min, max, mean, std, var per channel).
     """
     images = getattr(source_or_images, "images", source_or_images)
     name = label or getattr(source_or_images, "name", "images")

@@ -3,6 +3,7 @@
 Usage::
 
     from woollylib.preloading import train_transforms, test_transforms, build_transforms, list_transforms
+    from woollylib.preloading import denormalize, normalize
     from woollylib.preloading import CIFAR10_MEAN, CIFAR10_STD
 
     train_tf = train_transforms(CIFAR10_MEAN, CIFAR10_STD)  # pad 40 + crop 32, flip, cutout 16, Normalize
@@ -12,6 +13,7 @@ Usage::
     tf = build_transforms({"affine": {"rotate": (-5, 5)}, "coarse_dropout": {"size": 8, "p": 1.0}}, mean, std)
     tf = build_transforms(None, mean, std, horizontal_flip=True, to_gray={"p": 0.1})
     out = tf(image=uint8_hwc)["image"]                      # float32 tensor (3, H, W), normalised
+    pixels = denormalize(batch, mean, std)                  # (B, 3, H, W) or (3, H, W) back to [0, 1]
 
 Every pipeline ends with Normalize(mean, std) + ToTensorV2, so geometry and cutout always act on
 pixels (0-255): a fill of "mean" is the dataset mean colour, i.e. 0 after Normalize. Parameters use
@@ -26,10 +28,13 @@ from typing import Any
 
 import albumentations as A
 import cv2
+import torch
 
 __all__ = [
     "build_transforms",
+    "denormalize",
     "list_transforms",
+    "normalize",
     "test_transforms",
     "train_transforms",
     "transform_defaults",
@@ -246,3 +251,45 @@ def test_transforms(mean: Any, std: Any) -> A.Compose:
 
 
 test_transforms.__test__ = False  # not a pytest test, even when imported into a test module
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tensors: Normalize and its inverse
+
+
+def _per_channel(value: Any, x: torch.Tensor, default: float, what: str) -> torch.Tensor:
+    """mean/std as a (C, 1, 1) tensor on x's device; None gives ``default``, a scalar every channel."""
+    c = x.shape[-3]
+    if value is None:
+        return torch.full((c, 1, 1), default, dtype=x.dtype, device=x.device)
+    t = torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(c)
+    if t.numel() != c:
+        raise ValueError(f"{what}: mean/std have {t.numel()} values for {c}-channel images: give one per channel")
+    return t.reshape(c, 1, 1)
+
+
+def _float_images(x: Any, what: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{what} needs a tensor (B, C, H, W) or (C, H, W), got {shape}")
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def denormalize(x: torch.Tensor, mean: Any, std: Any, *, clamp: bool = True) -> torch.Tensor:
+    """Undo Normalize: ``x * std + mean`` per channel of (B, C, H, W) or (C, H, W) images, as float
+    (float32, or float64 for float64 input) on x's device, clipped to [0, 1] unless ``clamp=False``.
+
+    mean, std: per channel on the 0-1 scale (one number: every channel; None: 0 and 1). Differentiable.
+    """
+    x = _float_images(x, "denormalize")
+    out = x * _per_channel(std, x, 1.0, "denormalize") + _per_channel(mean, x, 0.0, "denormalize")
+    return out.clamp(0.0, 1.0) if clamp else out
+
+
+def normalize(pixels: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
+    """Normalize pixel images in [0, 1]: ``(pixels - mean) / std`` per channel (the inverse of
+    :func:`denormalize` without clamping). Differentiable."""
+    x = _float_images(pixels, "normalize")
+    return (x - _per_channel(mean, x, 0.0, "normalize")) / _per_channel(std, x, 1.0, "normalize")

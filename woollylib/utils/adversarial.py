@@ -18,41 +18,28 @@ mode, parameter gradients and ``requires_grad`` flags are restored, even under `
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from woollylib.utils.gradcam.core import explain_mode, model_device
+from woollylib._checks import check_finite, check_int, check_non_negative
+from woollylib.device import evaluating, model_device
+from woollylib.preloading.transforms import denormalize, normalize
+from woollylib.utils.gradcam.core import explain_mode
 
 _Stats = Sequence[float] | torch.Tensor | None
 
 
-def _stats(value: _Stats, channels: int, device, default: float) -> torch.Tensor:
-    if value is None:
-        return torch.full((1, channels, 1, 1), default, device=device)
-    t = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(channels)
-    if t.numel() != channels:
-        raise ValueError(
-            f"mean/std have {t.numel()} values for {channels}-channel images: give one per channel."
-        )
-    return t.reshape(1, channels, 1, 1)
-
-
 def to_pixels(images: torch.Tensor, mean: _Stats, std: _Stats) -> torch.Tensor:
-    """Normalised (B, C, H, W) -> pixel values (x * std + mean), same device."""
-    c = images.shape[1]
-    return images * _stats(std, c, images.device, 1.0) + _stats(mean, c, images.device, 0.0)
+    """Normalised (B, C, H, W) -> pixel values (x * std + mean, not clipped), same device."""
+    return denormalize(images, mean, std, clamp=False)
 
 
 def to_normalised(pixels: torch.Tensor, mean: _Stats, std: _Stats) -> torch.Tensor:
     """Pixel values (B, C, H, W) -> normalised ((p - mean) / std), same device."""
-    c = pixels.shape[1]
-    return (pixels - _stats(mean, c, pixels.device, 0.0)) / _stats(std, c, pixels.device, 1.0)
+    return normalize(pixels, mean, std)
 
 
 def _check(images: torch.Tensor, labels: torch.Tensor, epsilon: float) -> None:
@@ -60,11 +47,14 @@ def _check(images: torch.Tensor, labels: torch.Tensor, epsilon: float) -> None:
         raise ValueError("images must be a (B, C, H, W) tensor of normalised inputs.")
     if len(labels) != len(images):
         raise ValueError(f"{len(labels)} labels for {len(images)} images: give one per image.")
-    if not math.isfinite(float(epsilon)) or epsilon < 0:
-        raise ValueError(
-            f"epsilon must be a finite L-inf budget >= 0 in pixel units of [0, 1] (e.g. 8/255); "
-            f"got {epsilon}."
-        )
+    check_finite("epsilon", epsilon, minimum=0, hint="an L-inf budget in pixel units of [0, 1], e.g. 8/255")
+
+
+def _clean_pixels(model, images, labels, mean, std):
+    """(device, labels on it, the clean images as pixels in [0, 1] on it)."""
+    device = model_device(model)
+    labels = torch.as_tensor(labels, device=device).long()
+    return device, labels, to_pixels(images.detach().to(device).float(), mean, std).clamp(0, 1)
 
 
 def _loss_grad(model, criterion, pixels, labels, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,9 +80,7 @@ def fgsm(
     """
     _check(images, labels, epsilon)
     criterion = criterion or F.cross_entropy
-    device = model_device(model)
-    labels = torch.as_tensor(labels, device=device).long()
-    clean = to_pixels(images.detach().to(device).float(), mean, std).clamp(0, 1)
+    _, labels, clean = _clean_pixels(model, images, labels, mean, std)
     with explain_mode(model):
         grad, _ = _loss_grad(model, criterion, clean, labels, mean, std)
     adv = (clean + epsilon * grad.sign()).clamp(0, 1)
@@ -121,15 +109,11 @@ def pgd(
     Returns the adversarial batch normalised with ``mean``/``std``, on the model's device.
     """
     _check(images, labels, epsilon)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1; got {steps}.")
+    check_int("steps", steps)
     alpha = 2.5 * epsilon / steps if alpha is None else alpha
-    if alpha < 0:
-        raise ValueError(f"alpha (pixel step size) must be >= 0; got {alpha}.")
+    check_non_negative("alpha", alpha, hint="the pixel step size")
     criterion = criterion or F.cross_entropy
-    device = model_device(model)
-    labels = torch.as_tensor(labels, device=device).long()
-    clean = to_pixels(images.detach().to(device).float(), mean, std).clamp(0, 1)
+    device, labels, clean = _clean_pixels(model, images, labels, mean, std)
     adv = clean.clone()
     if random_start and epsilon > 0:
         noise = torch.rand(clean.shape, generator=generator).to(device) * 2 - 1
@@ -147,12 +131,8 @@ ATTACKS = {"fgsm": fgsm, "pgd": pgd}
 
 @torch.no_grad()
 def _predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return model(images.to(model_device(model))).argmax(1)
-    finally:
-        model.train(was_training)
 
 
 def attack_success_rate(

@@ -24,6 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from woollylib._checks import check_int
+from woollylib.bp.engine import unpack_batch
+from woollylib.device import evaluating, model_device
+from woollylib.preloading.transforms import denormalize
+
 __all__ = [
     "Misclassified",
     "Predictions",
@@ -56,29 +61,6 @@ class Predictions(NamedTuple):
         return 100.0 * (self.preds == self.labels).float().mean().item() if len(self.labels) else float("nan")
 
 
-def _unpack_batch(batch) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(
-            f"a loader must yield (images, labels) pairs, got {type(batch).__name__}"
-            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        )
-    images, labels = batch
-    if not torch.is_tensor(images) or not torch.is_tensor(labels):
-        raise TypeError("a loader must yield (images tensor, labels tensor) pairs")
-    return images, labels
-
-
-def _device_of(model: nn.Module, device) -> torch.device:
-    if device is not None:
-        from ..device import resolve_device
-
-        return resolve_device(device)
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
 def _loader_of(loader):
     """Accept a DataBundle (its test_loader) or a loader."""
     return loader.test_loader if hasattr(loader, "test_loader") else loader
@@ -94,15 +76,11 @@ def _batch_probs(model: nn.Module, images: torch.Tensor, tta_flip: bool) -> torc
 
 def _iterate(model, loader, device, tta_flip):
     """Yield (images on cpu, labels cpu, probs cpu) per batch with the model in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in _loader_of(loader):
-            images, labels = _unpack_batch(batch)
+    with evaluating(model):
+        for index, batch in enumerate(_loader_of(loader)):
+            images, labels = unpack_batch(batch, index)
             probs = _batch_probs(model, images.to(device, non_blocking=True), tta_flip)
             yield images, labels.cpu().long(), probs.cpu()
-    finally:
-        model.train(was_training)
 
 
 def predict(
@@ -113,7 +91,7 @@ def predict(
     ``tta_flip``: softmax of the mean of the logits of each image and its horizontal flip (the same
     rule as ``bp.engine.evaluate``, so accuracies agree with the training history).
     """
-    device = _device_of(model, device)
+    device = model_device(model, device)
     all_probs, all_labels = [], []
     for _, labels, probs in _iterate(model, loader, device, tta_flip):
         all_probs.append(probs)
@@ -179,12 +157,17 @@ def per_class_accuracy(
         return np.where(totals > 0, 100.0 * np.diag(cm) / totals, np.nan)
 
 
-def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Normalised (B,C,H,W)|(C,H,W) -> pixel space float in [0,1]: x * std + mean, clipped."""
-    shape = (-1, 1, 1)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(shape)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(shape)
-    return (images.float() * std_t + mean_t).clamp(0.0, 1.0)
+def _normalisation(loader, mean, std, classes):
+    """(mean, std, classes) from the arguments, else from a DataBundle or the loader's attributes."""
+    if hasattr(loader, "test_loader"):
+        mean = loader.mean if mean is None else mean
+        std = loader.std if std is None else std
+        classes = getattr(loader, "classes", None) if classes is None else classes
+    mean = getattr(loader, "mean", None) if mean is None else mean
+    std = getattr(loader, "std", None) if std is None else std
+    if mean is None or std is None:
+        raise ValueError("pass mean= and std= (the Normalize statistics on [0, 1]), or a DataBundle as loader")
+    return mean, std, classes
 
 
 @dataclass
@@ -229,20 +212,10 @@ def misclassified(
     ``loader`` may be a DataBundle: its test loader, mean, std and classes are used. ``mean``/``std``
     are the per-channel statistics on [0, 1] used by Normalize (defaults: the loader's attributes).
     """
-    if hasattr(loader, "test_loader"):
-        bundle = loader
-        mean = bundle.mean if mean is None else mean
-        std = bundle.std if std is None else std
-        classes = getattr(bundle, "classes", None) if classes is None else classes
-    if mean is None:
-        mean = getattr(loader, "mean", None)
-    if std is None:
-        std = getattr(loader, "std", None)
-    if mean is None or std is None:
-        raise ValueError("pass mean= and std= (the Normalize statistics on [0, 1]), or a DataBundle as loader")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"limit must be None or an integer >= 0, got {limit!r}")
-    device = _device_of(model, device)
+    mean, std, classes = _normalisation(loader, mean, std, classes)
+    if limit is not None:
+        check_int("limit", limit, minimum=0, hint="None collects them all")
+    device = model_device(model, device)
     inputs, true, pred, conf, idx = [], [], [], [], []
     seen, found = 0, 0
     if limit != 0:

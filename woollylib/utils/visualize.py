@@ -32,6 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from woollylib.device import evaluating, model_device
+from woollylib.preloading.transforms import denormalize
+
 _DPI = 110  # dots per inch of saved PNGs
 _TITLE = 9  # points, per-image titles
 
@@ -198,11 +201,11 @@ def _display_only(t) -> bool:
 
 def _pixels_from_output(out, normalize) -> np.ndarray:
     """A pipeline output (tensor CHW or array HWC, maybe normalised) -> HWC float in [0, 1]."""
-    arr = out.detach().cpu().permute(1, 2, 0).numpy() if isinstance(out, torch.Tensor) else out
-    arr = np.asarray(arr)
+    arr = out.detach().cpu().permute(1, 2, 0).numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
     if normalize is not None and arr.dtype != np.uint8:
         # albumentations "standard" Normalize: x = (p - mean) / std with p in [0, 1]
-        arr = arr * np.asarray(normalize.std, np.float32) + np.asarray(normalize.mean, np.float32)
+        chw = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        return to_hwc01(denormalize(chw, normalize.mean, normalize.std))[0]
     return to_hwc01(arr)[0]
 
 
@@ -563,6 +566,29 @@ def plot_per_class_accuracy(model_or_acc, data=None, device=None, *, classes=Non
 # adversarial
 
 
+def _probabilities(model, images) -> torch.Tensor:
+    """Softmax of the model on ``images`` (eval mode, no gradients), on the CPU."""
+    with evaluating(model), torch.no_grad():
+        return model(images.to(model_device(model))).softmax(1).cpu()
+
+
+def _draw_adversarial_columns(axes, labels, classes, probs, pixels, delta, cams) -> None:
+    """One column per image: clean and adversarial predictions, the perturbation, the CAMs."""
+    from woollylib.utils.gradcam import overlay
+
+    for c in range(len(labels)):
+        y = int(labels[c])
+        for r, (p, px) in enumerate(zip(probs, pixels)):
+            pred = int(p[c].argmax())
+            _show(axes[r, c], px[c], f"{'true: ' + _name(classes, y) + chr(10) if r == 0 else ''}"
+                  f"pred: {_name(classes, pred)} ({100 * p[c, pred]:.0f}%)",
+                  color="black" if pred == y else "tab:red")
+        _show(axes[2, c], 0.5 + 0.5 * delta[c])
+        if cams:
+            _show(axes[3, c], overlay(pixels[0][c], cams["clean"][c]))
+            _show(axes[4, c], overlay(pixels[1][c], cams["adv"][c]))
+
+
 def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 255,
                      attack: str = "fgsm", adversarial=None, classes=None, stage=None,
                      method: str = "gradcam", n: int = 6, save_path=None, **attack_kw):
@@ -574,8 +600,7 @@ def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 2
     ``adversarial`` reuses an attack result instead of running ``attack`` at ``epsilon``.
     """
     from woollylib.utils import adversarial as adv_mod
-    from woollylib.utils.gradcam import compute_cams, overlay
-    from woollylib.utils.gradcam.core import model_device
+    from woollylib.utils.gradcam import compute_cams
 
     images, labels = images[:n], torch.as_tensor(labels).cpu()[:n]  # beside the CPU predictions
     n = len(images)
@@ -584,19 +609,10 @@ def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 2
             raise ValueError(f"Unknown attack {attack!r}; choose one of {', '.join(adv_mod.ATTACKS)}.")
         adversarial = adv_mod.ATTACKS[attack](model, images, labels, epsilon, mean, std, **attack_kw)
     adversarial = adversarial[:n]
-    device = model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            p_clean = model(images.to(device)).softmax(1).cpu()
-            p_adv = model(adversarial.to(device)).softmax(1).cpu()
-    finally:
-        model.train(was_training)
-    k = p_clean.shape[1]
-    classes = _class_names(classes, k)
-    px_clean = to_hwc01(adv_mod.to_pixels(images.float().cpu(), mean, std))
-    px_adv = to_hwc01(adv_mod.to_pixels(adversarial.float().cpu(), mean, std))
+    p_clean, p_adv = _probabilities(model, images), _probabilities(model, adversarial)
+    classes = _class_names(classes, p_clean.shape[1])
+    px_clean = to_hwc01(denormalize(images.float().cpu(), mean, std))
+    px_adv = to_hwc01(denormalize(adversarial.float().cpu(), mean, std))
     delta = px_adv - px_clean
     scale = max(float(np.abs(delta).max()), 1e-8)
     if stage is None and getattr(model, "stage_names", None):
@@ -609,17 +625,7 @@ def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 2
         rows += [f"{method}\n{stage}\n(clean)", f"{method}\n{stage}\n(adversarial)"]
     fig = _figure(1.8 * n + 1.2, 1.9 * len(rows) + 0.5)
     axes = fig.subplots(len(rows), n, squeeze=False)
-    for c in range(n):
-        y = int(labels[c])
-        for r, probs, px in ((0, p_clean, px_clean), (1, p_adv, px_adv)):
-            pred = int(probs[c].argmax())
-            _show(axes[r, c], px[c], f"{'true: ' + _name(classes, y) + chr(10) if r == 0 else ''}"
-                  f"pred: {_name(classes, pred)} ({100 * probs[c, pred]:.0f}%)",
-                  color="black" if pred == y else "tab:red")
-        _show(axes[2, c], 0.5 + 0.5 * delta[c] / scale)
-        if cams:
-            _show(axes[3, c], overlay(px_clean[c], cams["clean"][c]))
-            _show(axes[4, c], overlay(px_adv[c], cams["adv"][c]))
+    _draw_adversarial_columns(axes, labels, classes, (p_clean, p_adv), (px_clean, px_adv), delta / scale, cams)
     for r, label in enumerate(rows):
         axes[r, 0].set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
     correct = p_clean.argmax(1) == labels

@@ -24,6 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from woollylib._checks import check_range
+from woollylib.device import evaluating, model_device
+
+__all__ = ["compute_cams", "explain_mode", "list_cam_methods", "model_device", "overlay", "resolve_stage"]
+
 # name -> class name in pytorch_grad_cam (resolved lazily: the import is heavy)
 _METHODS = {
     "gradcam": "GradCAM",
@@ -100,28 +105,17 @@ def explain_mode(model: nn.Module):
     Parameters are frozen inside, so explaining a batch never touches the optimiser's gradients
     and skips the weight-gradient work; gradients still flow to the activations through the input.
     """
-    was_training = model.training
     params = list(model.parameters())
     saved = [(p, p.requires_grad, p.grad) for p in params]
     try:
         for p in params:
             p.requires_grad_(False)
-        model.eval()
-        with torch.enable_grad():
+        with evaluating(model), torch.enable_grad():
             yield model
     finally:
         for p, flag, grad in saved:
             p.requires_grad_(flag)
             p.grad = grad
-        model.train(was_training)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 def _targets(targets, n: int, num_outputs: int | None):
@@ -229,8 +223,7 @@ def overlay(image, cam: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -
     import cv2
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha is the heatmap weight and must be in [0, 1]; got {alpha}.")
+    check_range("alpha", alpha, 0, 1, closed="[]", hint="the heatmap weight: 0 = image only, 1 = heatmap only")
     img = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
         img = img.transpose(1, 2, 0)
