@@ -5,12 +5,11 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from test_training import Tiny, loaders
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR, ReduceLROnPlateau, StepLR
 
 from woollylib.training import Trainer, train_test_loop
-
-from test_training import Tiny, loaders
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
