@@ -96,7 +96,7 @@ def _layer(module: str) -> int | None:
 def _cycles(edges: dict[str, list[Import]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan, iterative)."""
     index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
-    for start in edges:
+    for start in edges:  # noqa: PLC0206 (the keys are the nodes; values are read lazily below)
         if start in index:
             continue
         work = [(start, iter(edges[start]))]

@@ -215,7 +215,7 @@ def test_too_short_curve_is_a_clear_error_and_model_still_restored():
     ({"start_lr": 1.0, "end_lr": 0.5}, "greater than start_lr"),
     ({"num_iter": 1}, "num_iter"),
     ({"step_mode": "cos"}, "step_mode"),
-    ({"suggestion": "minimum"}, "suggestion method"),
+    ({"suggestion": "lowest"}, "suggestion method"),
     ({"smooth_f": 1.0}, "smooth_f"),
 ])
 def test_find_lr_bad_input(kw, match):

@@ -117,7 +117,10 @@ def _add_find_lr_parser(sub) -> None:
     g.add_argument("--end-lr", type=_positive_float, default=10.0, help="(default: 10)")
     g.add_argument("--num-iter", type=_positive_int, default=100, help="steps of the test (default: 100)")
     g.add_argument("--step-mode", choices=["exp", "linear"], default="exp", help="(default: exp)")
-    g.add_argument("--suggestion", choices=["valley", "steepest"], default="valley", help="(default: valley)")
+    from .scheduler import DEFAULT_SUGGESTION, SUGGESTIONS
+
+    g.add_argument("--suggestion", choices=list(SUGGESTIONS), default=DEFAULT_SUGGESTION,
+                   help=f"rule that reads the lr off the curve (default: {DEFAULT_SUGGESTION})")
     g.add_argument("--out", dest="out_dir", help="folder for lr_finder.json and lr_finder.png (default: print only)")
     p.set_defaults(func=find_lr)
 

@@ -24,6 +24,7 @@ a directory that already holds a run unless ``resume=True`` (continue it) or ``o
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import signal
 import threading
@@ -236,6 +237,91 @@ def speed_defaults(device, amp="auto", channels_last="auto") -> tuple[bool | str
 
 
 
+def _is_scheduler(obj) -> bool:
+    """A torch learning-rate scheduler instance (LRScheduler, ReduceLROnPlateau, or anything that steps
+    an ``optimizer`` it holds)."""
+    from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+    return isinstance(obj, (LRScheduler, ReduceLROnPlateau)) or (
+        not isinstance(obj, str) and callable(getattr(obj, "step", None))
+        and isinstance(getattr(obj, "optimizer", None), torch.optim.Optimizer))
+
+
+def _scheduler_kind(scheduler) -> str:
+    """The schedule name recorded in config.json for a scheduler instance."""
+    from torch.optim.lr_scheduler import OneCycleLR, ReduceLROnPlateau
+
+    if isinstance(scheduler, OneCycleLR):
+        return "onecycle"
+    if isinstance(scheduler, ReduceLROnPlateau):
+        return "plateau"
+    return type(scheduler).__name__.lower()
+
+
+def _scheduler_instance(flat: dict, optimizer):
+    """Pop a scheduler *instance* from ``flat`` (names stay); return it and the optimizer to train with
+    (the one the scheduler steps)."""
+    scheduler = flat.get("scheduler")
+    if scheduler is None or isinstance(scheduler, str):
+        return None, optimizer
+    if not _is_scheduler(scheduler):
+        raise TypeError(
+            f"scheduler must be a name ('onecycle', 'plateau', 'none') or a torch scheduler instance such as "
+            f"torch.optim.lr_scheduler.OneCycleLR(optimizer, ...), got {type(scheduler).__name__}"
+        )
+    if optimizer is not None and optimizer is not scheduler.optimizer:
+        raise ValueError(
+            f"the scheduler ({type(scheduler).__name__}) steps another optimizer than optimizer=; build the "
+            "scheduler on the optimizer you pass: scheduler = OneCycleLR(optimizer, ...)"
+        )
+    flat["scheduler"] = _scheduler_kind(scheduler)
+    group = scheduler.optimizer.param_groups[0]
+    for key in ("lr", "max_lr"):
+        peak = group.get("max_lr", group.get("initial_lr", group["lr"]))
+        given = flat.get(key)
+        if given is not None and not math.isclose(float(given), float(peak), rel_tol=1e-6):
+            raise ValueError(
+                f"got {key}={given} but the {type(scheduler).__name__} scheduler's optimizer has lr {peak:g}; the "
+                f"scheduler sets the learning rate: drop {key}= (or build the scheduler with max_lr={given})"
+            )
+    return scheduler, scheduler.optimizer
+
+
+def _check_scheduler_instance(scheduler, model, lr, epochs, steps_per_epoch) -> None:
+    from torch.optim.lr_scheduler import OneCycleLR
+
+    mine = {id(p) for p in model.parameters()}
+    if not any(id(p) in mine for g in scheduler.optimizer.param_groups for p in g["params"]):
+        raise ValueError("the scheduler's optimizer holds none of the model's parameters; build the optimizer "
+                         "after the model: optimizer = torch.optim.SGD(model.parameters(), ...)")
+    if isinstance(scheduler, OneCycleLR) and scheduler.total_steps != epochs * steps_per_epoch:
+        raise ValueError(
+            f"the OneCycleLR scheduler spans {scheduler.total_steps} steps but this run has {epochs} epochs x "
+            f"{steps_per_epoch} batches = {epochs * steps_per_epoch}; build it with OneCycleLR(optimizer, "
+            f"max_lr={lr:g}, epochs={epochs}, steps_per_epoch=len(train_loader))"
+        )
+
+
+def _callable_name(fn) -> str:
+    return type(fn).__name__ if isinstance(fn, nn.Module) else getattr(fn, "__name__", type(fn).__name__)
+
+
+def _criterion(criterion, label_smoothing, device):
+    """Check a ``criterion(outputs, labels) -> mean loss`` (a loss module or any callable); moved to ``device``."""
+    if criterion is None:
+        return None
+    if isinstance(criterion, type) and issubclass(criterion, nn.Module):
+        raise TypeError(f"criterion must be a loss instance, got the class {criterion.__name__}; "
+                        f"pass criterion={criterion.__name__}()")
+    if not callable(criterion):
+        raise TypeError(f"criterion must be a loss module or a callable criterion(outputs, labels), "
+                        f"got {type(criterion).__name__}")
+    if label_smoothing:
+        raise ValueError("pass either criterion= or label_smoothing=, not both (for smoothing pass "
+                         "criterion=nn.CrossEntropyLoss(label_smoothing=...))")
+    return criterion.to(device) if isinstance(criterion, nn.Module) else criterion
+
+
 def _check_lr(lr) -> float:
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"the learning rate must be a finite number > 0, got {lr!r}")
@@ -259,6 +345,11 @@ class Trainer:
         epochs: total epochs of the run (on resume, the same total; None = from the checkpoint).
         settings: a ``woollylib.config.Settings`` (optim, schedule, engine, run groups).
         optimizer: a name (``settings.optim.name``) or a ``torch.optim.Optimizer`` instance.
+        scheduler (flat keyword): a name (``settings.schedule.name``) or a torch scheduler instance
+            built on the optimizer (OneCycleLR, CyclicLR: stepped per batch; ReduceLROnPlateau: per
+            epoch on the test loss; any other: per epoch). Its optimizer is the one trained.
+        criterion (flat keyword): ``criterion(outputs, labels) -> mean loss`` for training and test
+            loss (a loss module such as ``nn.NLLLoss()`` or a callable); default cross-entropy.
         config: extra JSON-able entries kept in config.json under "extra".
         **flat: any setting by its flat name, over ``settings``: ``lr`` (alias ``max_lr``),
             ``momentum``, ``weight_decay``, ``nesterov``, ``no_decay_bn_bias``, ``scheduler``,
@@ -276,6 +367,8 @@ class Trainer:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.train_loader, self.test_loader, self.data_info = _split_data(data)
         self.device = resolve_device(device)
+        scheduler_instance, optimizer = _scheduler_instance(flat, optimizer)
+        self.criterion = _criterion(flat.pop("criterion", None), flat.get("label_smoothing"), self.device)
         s = self.settings = self._settings(settings, epochs, optimizer, flat)
         self.run_dir = RunDir(s.run.out_dir) if s.run.out_dir is not None else None
         self.out_dir = self.run_dir.path if self.run_dir is not None else None
@@ -291,13 +384,20 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.steps_per_epoch = _steps_per_epoch(self.train_loader)
         self._build_optimizer(optimizer if isinstance(optimizer, torch.optim.Optimizer) else None)
-        self._build_scheduler_and_scaler()
+        self._build_scheduler_and_scaler(scheduler_instance)
         self.scheduler_name = s.schedule.name
         self.tta_flip = bool(s.engine.tta_flip)
         self.engine_options = {
             "amp": self.amp, "ricap_beta": s.engine.ricap_beta, "label_smoothing": s.engine.label_smoothing,
             "l1": s.engine.l1, "grad_clip": s.engine.grad_clip, "channels_last": self.channels_last,
+            "criterion": self.criterion,
         }
+        if self.criterion is not None or scheduler_instance is not None:  # recorded by kind (not JSON-able)
+            config = dict(config or {})
+            if self.criterion is not None:
+                config.setdefault("criterion", _callable_name(self.criterion))
+            if scheduler_instance is not None:
+                config.setdefault("scheduler", type(scheduler_instance).__name__)
         self.config = self._config(model, config)
         self.history = History()
         self.start_epoch = 0  # completed epochs (advances as fit() runs)
@@ -329,7 +429,8 @@ class Trainer:
         s = Settings.from_flat(settings, **flat)
         if s.optim.lr is None:
             if isinstance(optimizer, torch.optim.Optimizer):
-                s.optim.lr = float(optimizer.param_groups[0]["lr"])
+                group = optimizer.param_groups[0]  # a OneCycleLR/scheduler attached keeps its peak/base lr here
+                s.optim.lr = float(group.get("max_lr", group.get("initial_lr", group["lr"])))
             elif not s.run.resume:
                 raise ValueError("pass lr= (or max_lr=) > 0; woollylib.scheduler.find_lr suggests one")
         if isinstance(optimizer, torch.optim.Optimizer):
@@ -375,13 +476,17 @@ class Trainer:
                                        weight_decay=o.weight_decay, nesterov=o.nesterov,
                                        no_decay_bn_bias=o.no_decay_bn_bias)
 
-    def _build_scheduler_and_scaler(self) -> None:
+    def _build_scheduler_and_scaler(self, instance=None) -> None:
         from .bp.engine import make_scaler
         from .scheduler import get_scheduler
 
         sch = self.settings.schedule
-        self.scheduler = get_scheduler(sch.name, self.optimizer, max_lr=self.lr, epochs=self.epochs,
-                                       steps_per_epoch=self.steps_per_epoch, **sch.scheduler_kwargs())
+        if instance is not None:
+            _check_scheduler_instance(instance, self.model, self.lr, self.epochs, self.steps_per_epoch)
+            self.scheduler = instance
+        else:
+            self.scheduler = get_scheduler(sch.name, self.optimizer, max_lr=self.lr, epochs=self.epochs,
+                                           steps_per_epoch=self.steps_per_epoch, **sch.scheduler_kwargs())
         self.scaler = make_scaler(self.device, self.amp)  # validates amp; None unless fp16
 
     def _config(self, model, extra) -> dict:
@@ -569,7 +674,8 @@ class Trainer:
         tr = train_epoch(self.model, self.train_loader, self.optimizer, device=self.device,
                          scheduler=self.scheduler if per_batch else None, scaler=self.scaler,
                          progress=self.progress, epoch=epoch, **self.engine_options)
-        te = evaluate(self.model, self.test_loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip)
+        te = evaluate(self.model, self.test_loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
+                      criterion=self.criterion)
         step_epoch_scheduler(self.scheduler, te["loss"])  # no-op for per-batch ones
         seconds = time.perf_counter() - t0
         best_before = self.history.best_test_acc

@@ -91,7 +91,12 @@ def get_optimizer(
 
     ``lr`` is the (initial) learning rate, > 0; a OneCycle scheduler built afterwards overrides it.
     """
-    key = str(name).lower() if isinstance(name, str) else name
+    if not isinstance(name, str):
+        got = f"a {type(name).__name__} model" if isinstance(name, nn.Module) else f"a {type(name).__name__}"
+        raise TypeError(f"get_optimizer takes the optimizer name first, then the model: "
+                        f"get_optimizer('sgd', model, lr=0.05); got {got} as the name "
+                        f"(names: {', '.join(list_optimizers())})")
+    key = name.lower()
     if key not in _BUILDERS:
         raise ValueError(f"unknown optimizer {name!r}; known optimizers: {list_optimizers()}")
     lr = float(check_positive("lr", lr, hint="typical: 0.01-0.1 for sgd, 1e-3 for adam"))

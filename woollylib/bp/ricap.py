@@ -13,7 +13,14 @@ The mixing itself (draws, patch sizes, weights) is described in ``woollylib.bp.m
 from __future__ import annotations
 
 from .engine import train_epoch
-from .mixing import DEFAULT_BETA, RicapDraws, ricap_batch, ricap_correct, ricap_draws, ricap_loss
+from .mixing import (
+    DEFAULT_BETA,
+    RicapDraws,
+    ricap_batch,
+    ricap_correct,
+    ricap_draws,
+    ricap_loss,
+)
 
 __all__ = ["DEFAULT_BETA", "RicapDraws", "ricap_batch", "ricap_correct", "ricap_draws", "ricap_loss", "train"]
 

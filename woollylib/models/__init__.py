@@ -20,7 +20,7 @@ from .compact import CompactNet
 from .custom_resnet import CustomResNet
 from .norm import NORMS, make_norm
 from .registry import get_model, list_models, register_model
-from .resnet import ResNet
+from .resnet import ResNet, ResNet18, ResNet34
 
 __all__ = [
     "NORMS",
@@ -28,6 +28,8 @@ __all__ = [
     "CustomResNet",
     "ImageClassifier",
     "ResNet",
+    "ResNet18",
+    "ResNet34",
     "count_parameters",
     "get_model",
     "get_stage",

@@ -3,6 +3,7 @@
     from woollylib.models import get_model
     model = get_model("resnet18")            # 11,173,962 parameters with 10 classes
     model = get_model("resnet34", norm="gn") # 21,282,122 parameters
+    from woollylib.models.resnet import ResNet18, ResNet34   # the conventional names: ResNet18()
 
 Layout (input 3x32x32): stem conv3x3 64 stride 1 + norm + ReLU (no max-pool);
 layer1 64 @32x32, layer2 128 @16x16, layer3 256 @8x8, layer4 512 @4x4, each a stack of
@@ -81,3 +82,18 @@ def resnet18(num_classes: int = 10, norm: str = "bn", in_channels: int = 3) -> R
 def resnet34(num_classes: int = 10, norm: str = "bn", in_channels: int = 3) -> ResNet:
     """CIFAR ResNet34: BasicBlock [3, 4, 6, 3]."""
     return ResNet((3, 4, 6, 3), num_classes, norm, in_channels)
+
+
+# the conventional constructor names of CIFAR code (``from models.resnet import ResNet18``)
+def ResNet18(num_classes: int = 10, norm: str = "bn", in_channels: int = 3) -> ResNet:
+    """``get_model("resnet18", ...)`` under its conventional name (the recipe is kept for run folders)."""
+    from .registry import get_model
+
+    return get_model("resnet18", num_classes=num_classes, norm=norm, in_channels=in_channels)
+
+
+def ResNet34(num_classes: int = 10, norm: str = "bn", in_channels: int = 3) -> ResNet:
+    """``get_model("resnet34", ...)`` under its conventional name."""
+    from .registry import get_model
+
+    return get_model("resnet34", num_classes=num_classes, norm=norm, in_channels=in_channels)

@@ -34,8 +34,7 @@ def dataset_key(dataset: Any) -> str:
     """A dataset name ("cifar10", "CIFAR-10", "digits-train", an ImageSource) in canonical form."""
     name = str(getattr(dataset, "name", dataset)).lower()
     for split in ("-train", "-test", "-val"):
-        if name.endswith(split):
-            name = name[: -len(split)]
+        name = name.removesuffix(split)
     return name.replace("-", "").replace("_", "")
 
 

@@ -8,6 +8,7 @@ Usage::
     data = get_data("digits", batch_size=64, augment="crop")         # a preset (preloading.augment)
     data = get_data("cifar10", batch_size=512, loader="device", device="cuda")  # batches made on the GPU
     images, labels = next(iter(data.train_loader))   # float32 (B, 3, 32, 32) normalised, int64 (B,)
+    train_data, test_data, train_loader, test_loader, classes = data   # unpacks too
     pixels = data.denormalize(images)                # back to [0, 1] for plotting
 
 Normalisation uses the train split's own channel statistics (``data.stats``). The default
@@ -48,6 +49,13 @@ class DataBundle:
     train_transform: Any = field(default=None, repr=False)  # None for loader="device"
     test_transform: Any = field(default=None, repr=False)
     name: str = "data"
+
+    def __iter__(self):
+        """``train_data, test_data, train_loader, test_loader, classes = get_data(...)`` (the datasets
+        the loaders read: an AlbumentationsDataset, or the ImageSource of a DeviceLoader)."""
+        train = getattr(self.train_loader, "dataset", self.train_source)
+        test = getattr(self.test_loader, "dataset", self.test_source)
+        return iter((train, test, self.train_loader, self.test_loader, self.classes))
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Undo Normalize: (B, C, H, W) or (C, H, W) -> float tensor in [0, 1] on x's device."""

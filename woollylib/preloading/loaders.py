@@ -92,15 +92,25 @@ class AlbumentationsDataset(Dataset):
 
 
 def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn``: seed python, numpy and the dataset's albumentations pipeline from the
-    worker's own torch seed, so workers do not share the RNG state albumentations copied into them."""
+    """``worker_init_fn``: seed python, numpy and every albumentations pipeline of the worker's
+    dataset from the worker's own torch seed, so workers do not share the RNG state albumentations
+    copied into them. Any Dataset works: its ``.transform``/``.transforms``, nested in
+    Subset/ConcatDataset too (``DataLoader(ds, num_workers=2, worker_init_fn=seed_worker)``)."""
+    from .walk import datasets_in, pipelines_in, transforms_of
+
     info = get_worker_info()
     seed = info.seed % 2**32 if info is not None else torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
     dataset = info.dataset if info is not None else None
-    if hasattr(dataset, "reseed"):
-        dataset.reseed(seed)
+    done = set()
+    for d in datasets_in(dataset):
+        if hasattr(d, "reseed"):  # woollylib's datasets reseed their own pipeline
+            d.reseed(seed)
+            done.update(id(t) for t in transforms_of(d))
+    for k, pipeline in enumerate(pipelines_in(dataset)):
+        if id(pipeline) not in done:  # the first with the worker seed itself, others each their own
+            pipeline.set_random_seed(seed if k == 0 else _derive(seed, k, _WORKERS))
 
 
 # ----------------------------------------------------------------------------------------------------

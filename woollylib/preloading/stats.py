@@ -74,15 +74,23 @@ def channel_stats(
     Returns ``dict(mean=(r, g, b), std=..., var=..., min=..., max=...)`` of Python floats and, when
     ``verbose``, prints them (image count, shape, then min, max, mean, std, var per channel).
     """
-    images = getattr(source_or_images, "images", source_or_images)
-    name = label or getattr(source_or_images, "name", "images")
+    obj = source_or_images
+    images = getattr(obj, "images", None)
+    if images is None:  # torchvision datasets keep their images in .data
+        images = getattr(obj, "data", obj)
+    name = label or getattr(obj, "name", None) or (type(obj).__name__ if hasattr(obj, "data") else "images")
     if hasattr(images, "detach"):
         images = images.detach().cpu().numpy()
+    if not isinstance(images, np.ndarray) and not isinstance(images, (list, tuple)):
+        raise TypeError(
+            f"channel_stats needs images: an ImageSource, an array (N, H, W, 3), or a dataset with .data "
+            f"(a torchvision CIFAR10); got a {type(obj).__name__}"
+        )
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(
-            f"channel_stats needs images of shape (N, H, W, 3), got {images.shape}; "
-            "convert with from_arrays(images, labels) first"
+            f"channel_stats needs RGB images of shape (N, H, W, 3), got {images.shape}; "
+            "convert with from_arrays(images, labels) first (grayscale: repeat the channel 3 times)"
         )
     if len(images) == 0:
         raise ValueError("channel_stats got an empty image set (N = 0)")

@@ -17,10 +17,19 @@ suggestion). The per-batch stepping rules live with the engine, in ``woollylib.b
 from __future__ import annotations
 
 from ..bp.schedule import scheduler_steps_per_batch, step_epoch_scheduler
-from .lr_finder import MIN_POINTS, SUGGESTIONS, LRCurveTooShortError, LRFinderResult, find_lr, suggest_lr
+from .lr_finder import (
+    DEFAULT_SUGGESTION,
+    MIN_POINTS,
+    SUGGESTIONS,
+    LRCurveTooShortError,
+    LRFinderResult,
+    find_lr,
+    suggest_lr,
+)
 from .schedules import get_scheduler, list_schedulers, one_cycle, reduce_on_plateau
 
 __all__ = [
+    "DEFAULT_SUGGESTION",
     "MIN_POINTS",
     "SUGGESTIONS",
     "LRCurveTooShortError",

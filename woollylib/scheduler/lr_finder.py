@@ -25,7 +25,8 @@ from ..bp.optimizer import get_optimizer
 from ..device import as_device, kept_mode, model_device
 from ..errors import LRCurveTooShortError
 
-__all__ = ["MIN_POINTS", "SUGGESTIONS", "LRCurveTooShortError", "LRFinderResult", "find_lr", "suggest_lr"]
+__all__ = ["DEFAULT_SUGGESTION", "MIN_POINTS", "SUGGESTIONS", "LRCurveTooShortError", "LRFinderResult", "find_lr",
+           "suggest_lr"]
 
 
 @dataclass
@@ -47,7 +48,8 @@ class LRFinderResult:
 
 MIN_POINTS = 3  # fewest points (after skipping) a suggestion is computed from
 
-SUGGESTIONS = ("valley", "steepest")
+SUGGESTIONS = ("valley", "steepest", "minimum")  # rules of suggest_lr
+DEFAULT_SUGGESTION = "valley"  # the rule find_lr and main.max_lr use (benchmarks/lr_rules.py)
 
 
 def _valley(losses) -> int:
@@ -84,13 +86,14 @@ def _skips(method: str, n: int, skip_start: int | None, skip_end: int | None) ->
     return start, end
 
 
-def suggest_lr(lrs, losses, method: str = "valley", skip_start: int | None = None,
+def suggest_lr(lrs, losses, method: str = DEFAULT_SUGGESTION, skip_start: int | None = None,
                skip_end: int | None = None) -> tuple[float, int]:
     """Suggest a learning rate from a range-test curve; return ``(lr, index into lrs)``.
 
     "steepest" (torch-lr-finder): the point of most negative ``np.gradient(losses)``, default skip
     10 first / 5 last points. "valley" (fastai): see ``_valley``, default skip ``len // 10`` first /
-    5 last points. Fewer than 3 points left raises :class:`LRCurveTooShortError` (a ValueError).
+    5 last points. "minimum" (fastai): a tenth of the lr of the lowest loss (the recorded lr
+    nearest to it), same default skips as "valley". Fewer than 3 points left raises :class:`LRCurveTooShortError` (a ValueError).
     """
     _check_method(method)
     lrs, losses = [float(v) for v in lrs], [float(v) for v in losses]
@@ -106,6 +109,10 @@ def suggest_lr(lrs, losses, method: str = "valley", skip_start: int | None = Non
             lrs, losses)
     if method == "steepest":
         local = int(np.gradient(np.array(kept)).argmin())
+    elif method == "minimum":  # the curve's point nearest (log scale) to a tenth of the lowest loss's lr
+        target = np.log(lrs[skip_start + int(np.argmin(kept))] / 10)
+        index = int(np.argmin(np.abs(np.log(np.array(lrs)) - target)))
+        return lrs[index], index
     else:
         local = _valley(kept)
     index = skip_start + local
@@ -168,7 +175,7 @@ def find_lr(
     end_lr: float = 10.0,
     num_iter: int = 100,
     step_mode: str = "exp",
-    suggestion: str = "valley",
+    suggestion: str = DEFAULT_SUGGESTION,
     smooth_f: float = 0.05,
     diverge_th: float = 5.0,
     skip_start: int | None = None,

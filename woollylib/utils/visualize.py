@@ -54,6 +54,45 @@ def _finish(fig, save_path):
         path = Path(save_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=_DPI, bbox_inches="tight", facecolor="white")
+    return displayable(fig)
+
+
+def _kernel():
+    """The running IPython kernel shell (Jupyter, Colab), or None in a script / terminal IPython."""
+    import sys
+
+    if "IPython" not in sys.modules:  # no IPython loaded: certainly no kernel
+        return None
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell if shell is not None and getattr(shell, "kernel", None) is not None else None
+
+
+def _figure_png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
+
+
+def displayable(fig, shell=None):
+    """Make ``fig`` render as one PNG when it is a cell's value in a kernel, even before pyplot was loaded.
+
+    (Without pyplot's inline backend IPython knows no PNG formatter for Figure and prints only
+    ``<Figure size ...>``.) An already registered formatter (the inline backend's) is kept.
+    ``shell``: the kernel shell (default: the running one, if any).
+    """
+    shell = shell if shell is not None else _kernel()
+    if shell is not None:
+        from matplotlib.figure import Figure
+
+        png = shell.display_formatter.formatters["image/png"]
+        try:
+            png.lookup_by_type(Figure)
+        except KeyError:
+            png.for_type(Figure, _figure_png)
     return fig
 
 
@@ -452,11 +491,12 @@ def plot_misclassified(model_or_wrong, data=None, device=None, *, n: int = 10, n
 
 def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] = ("layer3",),
                  n: int = 8, method: str = "gradcam", target: str = "pred", alpha: float = 0.5,
-                 wrong=None, mean=None, std=None, classes=None, save_path=None):
+                 wrong=None, mean=None, std=None, classes=None, ncols: int | None = None, save_path=None):
     """Grad-CAM of misclassified images: first row the images, then one row per stage.
 
     ``target="pred"`` explains the (wrong) prediction, ``"true"`` the true class. ``wrong`` reuses a
-    ``metrics.misclassified`` result instead of searching the test set again.
+    ``metrics.misclassified`` result instead of searching the test set again. ``ncols``: images
+    per block of rows (a block = the images, then one row per stage); default all in one block.
     """
     from woollylib.utils.gradcam import compute_cams, overlay
 
@@ -469,16 +509,23 @@ def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] = ("lay
         return _empty(_figure(5, 1.5), "No misclassified images to explain.", save_path)
     cams = compute_cams(model, wrong.inputs[:shown], stages=stages, method=method,
                         targets=None if target == "pred" else wrong.true[:shown])
-    fig = _figure(1.75 * shown + 0.9, 1.8 * (len(stages) + 1) + 0.5)
-    axes = fig.subplots(len(stages) + 1, shown, squeeze=False)
-    for c in range(shown):
-        _show(axes[0, c], wrong.images[c], f"true: {_name(classes, wrong.true[c])}\npred: "
-              f"{_name(classes, wrong.pred[c])} ({100 * wrong.confidence[c]:.0f}%)")
+    per_block = shown if ncols is None else max(1, min(int(ncols), shown))
+    blocks, rows = math.ceil(shown / per_block), len(stages) + 1
+    fig = _figure(1.75 * per_block + 0.9, 1.8 * rows * blocks + 0.5)
+    axes = fig.subplots(rows * blocks, per_block, squeeze=False)
+    for i in range(shown):
+        top, c = rows * (i // per_block), i % per_block
+        _show(axes[top, c], wrong.images[i], f"true: {_name(classes, wrong.true[i])}\npred: "
+              f"{_name(classes, wrong.pred[i])} ({100 * wrong.confidence[i]:.0f}%)")
         for r, stage in enumerate(cams, start=1):
-            _show(axes[r, c], overlay(wrong.images[c], cams[stage][c], alpha=alpha))
-    for r, label in enumerate(["image", *cams]):
-        axes[r, 0].set_ylabel(label, fontsize=10, rotation=0, ha="right", va="center")
-    sep = "\n" if shown <= 4 else ", "  # narrow grids: two lines
+            _show(axes[top + r, c], overlay(wrong.images[i], cams[stage][i], alpha=alpha))
+    for b in range(blocks):
+        for r, label in enumerate(["image", *cams]):
+            axes[rows * b + r, 0].set_ylabel(label, fontsize=10, rotation=0, ha="right", va="center")
+    for i in range(shown, blocks * per_block):  # the unused places of the last block
+        for r in range(rows):
+            axes[rows * (i // per_block) + r, i % per_block].axis("off")
+    sep = "\n" if per_block <= 4 else ", "  # narrow grids: two lines
     fig.suptitle(f"{method} on misclassified images{sep}one row per stage "
                  f"(explaining the {'predicted' if target == 'pred' else 'true'} class)",
                  fontsize=11)
@@ -493,6 +540,8 @@ def plot_confusion_matrix(model_or_cm, data=None, device=None, *, classes=None, 
     """
     from woollylib.utils import metrics
 
+    if isinstance(model_or_cm, torch.Tensor):
+        model_or_cm = model_or_cm.detach().cpu().numpy()
     if isinstance(model_or_cm, np.ndarray | list) and np.asarray(model_or_cm).ndim == 2:
         cm = np.asarray(model_or_cm, dtype=np.int64)
     else:
@@ -536,6 +585,8 @@ def plot_per_class_accuracy(model_or_acc, data=None, device=None, *, classes=Non
     from woollylib.utils import metrics
 
     overall = None
+    if isinstance(model_or_acc, torch.Tensor):
+        model_or_acc = model_or_acc.detach().cpu().numpy()
     arr = np.asarray(model_or_acc) if isinstance(model_or_acc, np.ndarray | list) else None
     if arr is not None and arr.ndim == 1:
         acc = arr.astype(float)

@@ -139,6 +139,46 @@ def _targets(targets, n: int, num_outputs: int | None):
     return [ClassifierOutputTarget(t) for t in labels]
 
 
+def _map_sizes(model: nn.Module, x: torch.Tensor, modules: dict) -> dict:
+    """Spatial (H, W) of each module's output for input ``x`` (one no-grad forward; non-maps left out)."""
+    sizes, hooks = {}, []
+    for name, module in modules.items():
+        def hook(_m, _i, output, name=name):
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                sizes.setdefault(name, tuple(output.shape[-2:]))
+        hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return sizes
+
+
+def _warn_single_pixel_maps(model: nn.Module, x: torch.Tensor, layers: dict) -> None:
+    """Warn for a stage whose feature map is 1x1 at this input size: its CAM is one number, so the
+    scaled heatmap is all zero. Names the deepest stage with a larger map."""
+    import warnings
+
+    candidates = {}
+    for name in _candidate_stages(model):
+        with contextlib.suppress(ValueError):
+            candidates[name] = resolve_stage(model, name)
+    sizes = _map_sizes(model, x, {**candidates, **layers})
+    for name in layers:
+        if sizes.get(name) == (1, 1):
+            larger = [n for n in candidates if n in sizes and sizes[n][0] * sizes[n][1] > 1]
+            hint = (f"; use a stage with a larger map, such as {larger[-1]!r} ({sizes[larger[-1]][0]}x"
+                    f"{sizes[larger[-1]][1]})") if larger else "; use an earlier stage or larger images"
+            warnings.warn(
+                f"stage {name!r} has a 1x1 feature map on {x.shape[-2]}x{x.shape[-1]} images: its heatmaps "
+                f"are constant (all zero after scaling){hint}", UserWarning, stacklevel=3)
+
+
 def compute_cams(
     model: nn.Module,
     images: torch.Tensor,
@@ -184,6 +224,7 @@ def compute_cams(
     device = model_device(model)
     # a fresh leaf that requires grad: gradients reach the stages even with frozen parameters
     x = images.detach().to(device).clone().requires_grad_(True)
+    _warn_single_pixel_maps(model, x[:1].detach(), layers)
     out: dict[str, np.ndarray] = {}
     with explain_mode(model):
         cam_targets = None
