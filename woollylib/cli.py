@@ -23,10 +23,12 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from .config import DEFAULT_MODEL
+from .errors import ConfigError, NonFiniteLossError, WoollylibError
+
 __all__ = ["DEFAULT_MODEL", "find_lr", "get_args_parser", "main", "train", "train_defaults"]
 
 # Defaults of `train`: the settings' own (woollylib.config) plus the model and device.
-DEFAULT_MODEL = "custom_resnet"
 # Options that may differ when resuming (they do not change the run's results).
 RESUME_FREE = {"device", "workers", "out_dir", "resume", "overwrite", "progress", "epochs", "report"}
 
@@ -40,7 +42,7 @@ def train_defaults() -> dict:
             "report": False}
 
 
-class CLIError(Exception):
+class CLIError(ConfigError):
     """A usage problem reported as 'woollylib: error: ...' with exit status 2."""
 
 
@@ -365,18 +367,16 @@ def main(argv: list[str] | None = None) -> int:
         signum = getattr(exc, "signum", 2)
         print(f"woollylib: {getattr(exc, 'signal_name', None) or 'interrupted'}", file=sys.stderr)
         return 128 + signum
-    except (CLIError, ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+    except NonFiniteLossError as exc:
+        notes = "".join(f"\n{n}" for n in getattr(exc, "__notes__", []))
+        print(f"woollylib {args.command}: error: {exc}{notes}", file=sys.stderr)
+        return 1
+    except (WoollylibError, ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
         print(f"woollylib {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, read-only, no permission, unreadable image: the path and the fix
         print(f"woollylib {args.command}: error: {_os_error(exc)}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        if type(exc).__name__ != "NonFiniteLossError":
-            raise
-        notes = "".join(f"\n{n}" for n in getattr(exc, "__notes__", []))
-        print(f"woollylib {args.command}: error: {exc}{notes}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

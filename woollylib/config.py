@@ -19,6 +19,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "DEFAULT_MODEL",
     "DataConfig",
     "EngineConfig",
     "OptimConfig",
@@ -28,6 +29,9 @@ __all__ = [
     "add_arguments",
     "flat_names",
 ]
+
+
+DEFAULT_MODEL = "custom_resnet"  # the model of `woollylib train` and main.select_model(device): ResNet-9 layout
 
 
 def setting(default, help: str, *, flag: str | None = None, flat: str | None = None, cli: str = "value",
@@ -262,24 +266,6 @@ def add_arguments(parser, group, *, skip=()) -> None:
 
 # ------------------------------------------------------------------------------ data from settings ---
 
-# --augment presets for each loader (get_data's augment= spec / DeviceLoader options)
-ALBUMENTATIONS_AUGMENT = {"cifar": None, "crop": [("pad_crop", {"size": 32, "padding": 2})], "none": False}
-DEVICE_AUGMENT = {
-    "cifar": {},
-    "crop": {"crop_pad": 2, "flip": False, "cutout": 0},
-    "none": {"crop_pad": 0, "flip": False, "cutout": 0},
-}
-
-
-def resolve_augment(augment: str, dataset: str) -> str:
-    """"auto" -> the preset for ``dataset``: none for digits (flips and cutout destroy digits), else cifar."""
-    if augment == "auto":
-        return "none" if dataset == "digits" else "cifar"
-    if augment not in ALBUMENTATIONS_AUGMENT:
-        raise ValueError(f"unknown augment preset {augment!r}; choose from auto, {', '.join(ALBUMENTATIONS_AUGMENT)}")
-    return augment
-
-
 def folder_sources(data_dir):
     """(train, test) ImageSources of ``DIR/train`` and ``DIR/test`` (or ``DIR/val``), ImageFolder layout."""
     from pathlib import Path
@@ -318,11 +304,7 @@ def load_data(data: DataConfig, device=None, seed: int | None = 0, *, augment: b
         kw["root"] = root
     if source == "cifar10":
         kw["download"] = download
-    preset = resolve_augment(data.augment, data.dataset) if augment else "none"
-    if data.loader == "device":
-        kw["loader_kw"] = DEVICE_AUGMENT[preset]
-    else:
-        kw["augment"] = ALBUMENTATIONS_AUGMENT[preset]
-        if not augment:
-            kw["num_workers"] = 0
+    kw["augment"] = data.augment if augment else "none"  # a preset of woollylib.preloading.augment
+    if not augment and data.loader == "albumentations":
+        kw["num_workers"] = 0
     return get_data(source, **kw)

@@ -328,7 +328,9 @@ def _pair_or_bundle(fname: str, data):
 # ----------------------------------------------------------------------------------------------
 # data
 
-DEFAULT_MODEL = "custom_resnet"  # select_model(device): the ResNet-9 layout of the 24-epoch CIFAR-10 recipe
+from .config import (
+    DEFAULT_MODEL,  # select_model(device): the ResNet-9 layout of the 24-epoch recipe
+)
 
 
 def download_data(
