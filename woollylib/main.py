@@ -137,6 +137,8 @@ def _is_loader(x) -> bool:
         return False
     if _is_classes(x) or _is_bundle(x):
         return False
+    if isinstance(x, (tuple, list)) and len(x) == 2 and all(_is_loader(v) for v in x):
+        return False  # a (train_loader, test_loader) pair
     return hasattr(x, "__iter__") or hasattr(x, "__getitem__")
 
 

@@ -76,8 +76,8 @@ def channel_stats(
     """
     obj = source_or_images
     images = getattr(obj, "images", None)
-    if images is None:  # torchvision datasets keep their images in .data
-        images = getattr(obj, "data", obj)
+    if images is None:  # torchvision datasets keep their images in .data (an ndarray's .data is its buffer)
+        images = obj if isinstance(obj, np.ndarray) or hasattr(obj, "detach") else getattr(obj, "data", obj)
     name = label or getattr(obj, "name", None) or (type(obj).__name__ if hasattr(obj, "data") else "images")
     if hasattr(images, "detach"):
         images = images.detach().cpu().numpy()
