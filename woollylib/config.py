@@ -122,8 +122,9 @@ class ScheduleConfig:
 
 @dataclass
 class EngineConfig:
-    amp: Any = setting("auto", "mixed precision: auto | off | on | bf16 | fp16; auto = fp16 + GradScaler on "  # noqa: RUF009
-                               "CUDA, off elsewhere; on = fp16 on CUDA, bf16 on the CPU", cli="optional",
+    amp: Any = setting("auto", "mixed precision: auto | off | on | bf16 | fp16; auto = bf16 on GPUs with native "  # noqa: RUF009
+                               "bf16, else fp16 + GradScaler, off on CPU/MPS; on = the same on CUDA, bf16 on CPUs "
+                               "with native bf16, fp32 with a warning on others (woollylib.precision)", cli="optional",
                        choices=["auto", "off", "on", "bf16", "fp16"])
     channels_last: Any = setting("auto", "NHWC memory format: auto | on | off (auto = on for CUDA and CPU, off "  # noqa: RUF009
                                          "for MPS)", choices=["auto", "on", "off"])

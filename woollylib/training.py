@@ -217,24 +217,16 @@ def _steps_per_epoch(loader) -> int:
 
 
 def speed_defaults(device, amp="auto", channels_last="auto") -> tuple[bool | str, bool]:
-    """Resolve ``"auto"`` for ``amp`` and ``channels_last`` on ``device``; other values pass through.
+    """``(amp, channels_last)`` to train with on ``device``: ``"auto"`` and ``True`` resolved from the
+    hardware by ``woollylib.precision`` (amp: False | "bf16" | "fp16"; channels_last: bool).
 
-    Chosen from measurements (benchmarks/run.py): on CUDA, fp16 autocast with a GradScaler and
-    channels_last are the standard fast path for convnets. On the CPU, channels_last trained 1.1-1.5x
-    faster for every model here (compact 1,299 -> 2,004 img/s, custom_resnet 162 -> 183, resnet18
-    78 -> 112), while bf16 autocast helps only CPUs with native bf16 and the ResNets (custom_resnet
-    1.9x on an AVX-512-bf16 CPU) and slows the depthwise compact net: it stays opt-in (``amp=True``).
-    MPS: both off.
+    CUDA: bf16 where native (compute capability >= 8), else fp16 + GradScaler; NHWC. CPU: fp32 and
+    NHWC (1.1-1.5x faster for every model here); ``amp=True`` is bf16 only where the CPU has native
+    bf16, fp32 with a warning elsewhere. MPS: both off. ``choose_precision`` also says why.
     """
-    device = torch.device(device)
-    if isinstance(amp, str) and amp == "auto":
-        amp = device.type == "cuda"
-    if isinstance(channels_last, str):
-        if channels_last != "auto":
-            raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
-        channels_last = device.type in ("cuda", "cpu")
-    return amp, bool(channels_last)
+    from .precision import choose_precision, resolve_channels_last
 
+    return choose_precision(device, amp).mode, resolve_channels_last(device, channels_last)
 
 
 def _is_scheduler(obj) -> bool:
@@ -362,6 +354,7 @@ class Trainer:
                  settings: Settings | None = None, optimizer: str | torch.optim.Optimizer | None = None,
                  config: dict | None = None, **flat):
         from .device import resolve_device
+        from .precision import choose_precision, resolve_channels_last
 
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -378,7 +371,9 @@ class Trainer:
         ckpt = self._check_run_dir()  # everything is validated before the disk is touched
         self.epochs = _check_epochs(s.schedule.epochs)
         self.lr = _check_lr(s.optim.lr)
-        self.amp, self.channels_last = speed_defaults(self.device, s.engine.amp, s.engine.channels_last)
+        self.precision = choose_precision(self.device, s.engine.amp)  # one warning where it is slow
+        self.amp = self.precision.mode
+        self.channels_last = resolve_channels_last(self.device, s.engine.channels_last)
         self.model = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -498,6 +493,7 @@ class Trainer:
             "model": ModelSpec.of(model).to_dict(),
             "settings": self.settings.to_dict(),
             "resolved": {"device": str(self.device), "amp": self.amp, "channels_last": self.channels_last,
+                         "precision": self.precision.to_dict(),
                          "steps_per_epoch": self.steps_per_epoch,
                          "batch_size": getattr(self.train_loader, "batch_size", None)},
             "data": self.data_info,
