@@ -231,7 +231,8 @@ def _settings_rows(config, metrics_json) -> list[tuple[str, str]]:
     # engine switches: listed only when on (the table is for a write-up, not a config dump)
     for key, label in (("amp", "mixed precision"), ("ricap_beta", "RICAP beta"), ("label_smoothing", "label smoothing"),
                        ("l1", "L1 penalty"), ("grad_clip", "gradient clip (max L2 norm)"),
-                       ("channels_last", "channels last"), ("tta_flip", "flip TTA in testing")):
+                       ("channels_last", "channels last"), ("tta_flip", "flip TTA in testing"),
+                       ("compile", "torch.compile mode")):
         if config.get(key) and not (key == "amp" and isinstance(precision, dict)):  # older runs: amp only
             rows.append((label, _fmt(config[key])))
     for key in ("seed", "device"):
