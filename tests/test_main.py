@@ -21,7 +21,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def data():
-    return main.download_data("digits", batch_size=64, seed=0, verbose=False)
+    return main.download_data("digits", batch_size=64, seed=0, verbose=False, device="cpu")  # compared on the CPU
 
 
 @pytest.fixture(scope="module")

@@ -150,8 +150,9 @@ def test_stages_are_named_ordered_and_shaped(name, models):
 def test_get_stage_errors_and_wrappers(models):
     with pytest.raises(ValueError, match=r"no stage 'layer4'.*prep, layer1, layer2, layer3"):
         get_stage(models["custom_resnet"], "layer4")
-    wrapped = nn.DataParallel(models["compact"])
-    assert get_stage(wrapped, "layer2") is models["compact"].layer2
+    compact = copy.deepcopy(models["compact"])  # DataParallel moves its module to the GPU where there is one
+    wrapped = nn.DataParallel(compact)
+    assert get_stage(wrapped, "layer2") is compact.layer2
     assert list(get_stages(wrapped)) == list(STAGES["compact"])
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU()))
     assert get_stage(plain, "1.0") is plain[1][0]  # dotted path on foreign models
@@ -320,7 +321,7 @@ def _parse(text: str, label: str) -> int:
 @pytest.mark.parametrize("name", ["compact", "custom_resnet", "resnet18"])
 def test_summary_on_cpu_only_reports_published_counts(name, models, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine
-    model = models[name].train()
+    model = models[name].cpu().train()
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     lines = []
     counts = summary(model, print_fn=lines.append)

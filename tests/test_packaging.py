@@ -1,5 +1,6 @@
 """The built wheel must ship every module of the package (woollylib 0.0.5 shipped 5 of 26)."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,14 @@ def _source_modules() -> list[str]:
             parts = parts[:-1]
         names.append(".".join(parts))
     return names
+
+
+def _clean_env() -> dict:
+    """This environment (CUDA and library paths, HOME for caches) without what could put the checkout
+    on sys.path: the subprocess must import the installed wheel."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    env.update(MPLBACKEND="Agg", NO_ALBUMENTATIONS_UPDATE="1")
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +88,7 @@ def test_installed_wheel_imports_every_module(wheel, tmp_path):
     # run outside the source tree so the checkout cannot shadow the installed wheel
     result = subprocess.run(
         [sys.executable, "-c", script], check=False, cwd=tmp_path, capture_output=True, text=True,
-        env={"MPLBACKEND": "Agg", "NO_ALBUMENTATIONS_UPDATE": "1", "PATH": "/usr/bin:/bin"},
+        env=_clean_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     from woollylib import __version__

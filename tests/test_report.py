@@ -24,7 +24,7 @@ def run_dir(tmp_path_factory):
     """One CLI run: compact net, 2 epochs of digits (~5 s)."""
     out = tmp_path_factory.mktemp("runs") / "digits"
     argv = ["train", "--dataset", "digits", "--model", "compact", "--epochs", "2", "--batch-size", "64",
-            "--lr", "0.2", "--no-progress", "--out", str(out)]
+            "--lr", "0.2", "--no-progress", "--out", str(out), "--device", "cpu"]  # compared with CPU results
     assert cli.main(argv) == 0
     return out
 
@@ -73,7 +73,7 @@ def test_rebuilt_model_reproduces_the_run_accuracy(run_dir):
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert metrics.predict(model, data.test_loader, "cpu").accuracy == pytest.approx(saved["accuracy"], abs=1e-6)
     best, _, best_label = rebuild(run_dir, device="cpu", weights="best")
-    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True, map_location="cpu")
     assert best_label == f"best.pt (epoch {ckpt['epoch']})"
     assert all(torch.equal(v, ckpt["model"][k]) for k, v in best.state_dict().items())
     with pytest.raises(ValueError, match="'last' or 'best'"):

@@ -52,7 +52,8 @@ def test_format_1_configs_upgrade_to_the_current_layout():
 
 def test_cli_run_of_0_1_resumes_to_the_uninterrupted_result(copy_of, capsys):
     out = copy_of("cli_run")
-    assert cli.main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+    # compared with the CPU run's history: resumed on the CPU also where a GPU is the default
+    assert cli.main(["train", "--out", str(out), "--resume", "--no-progress", "--device", "cpu"]) == 0
     assert "after epoch 1/2" in capsys.readouterr().out
     assert_reaches(RunDir(out).read_history(), "cli_run")
 

@@ -389,13 +389,21 @@ def test_resume_exact_with_albumentations_loader_and_device_loader(tmp_path):
         assert_same_history(resumed, straight)
 
 
-def test_speed_defaults_per_device_and_what_the_trainer_records(tmp_path):
+def test_speed_defaults_per_device_and_what_the_trainer_records(tmp_path, monkeypatch):
+    import types
+    import warnings
+
     from woollylib.training import speed_defaults
 
     assert speed_defaults("cpu") == (False, True)  # channels_last measured faster; bf16 opt-in
-    assert speed_defaults("cuda") == (True, True)  # fp16 + GradScaler, NHWC
+    t4 = types.SimpleNamespace(name="Tesla T4", major=7, minor=5)  # no native bf16 (tests/test_precision.py)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: t4)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert speed_defaults("cuda") == ("fp16", True)  # fp16 + GradScaler, NHWC
     assert speed_defaults("mps") == (False, False)
-    assert speed_defaults("cpu", "bf16", False) == ("bf16", False)  # explicit values pass through
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CPU without native bf16 warns
+        assert speed_defaults("cpu", "bf16", False) == ("bf16", False)  # explicit values pass through
     with pytest.raises(ValueError, match="channels_last"):
         speed_defaults("cpu", "auto", "yes")
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10))

@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_MODEL", "find_lr", "get_args_parser", "main", "train", "trai
 
 # Defaults of `train`: the settings' own (woollylib.config) plus the model and device.
 # Options that may differ when resuming (they do not change the run's results).
-RESUME_FREE = {"device", "workers", "out_dir", "resume", "overwrite", "progress", "epochs", "report"}
+RESUME_FREE = {"device", "workers", "out_dir", "resume", "overwrite", "progress", "epochs", "report", "compile"}
 
 
 def train_defaults() -> dict:

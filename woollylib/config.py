@@ -35,13 +35,13 @@ DEFAULT_MODEL = "custom_resnet"  # the model of `woollylib train` and main.selec
 
 
 def setting(default, help: str, *, flag: str | None = None, flat: str | None = None, cli: str = "value",
-            choices=None, parse=None, cli_default=MISSING):
+            choices=None, parse=None, cli_default=MISSING, const="on"):
     """A settings field. ``help``: meaning and unit; ``flag``: the CLI flag (default --field-name);
     ``flat``: the flat keyword (default the field name); ``cli``: "value" | "switch" (store_true) |
-    "optional" (flag alone means "on") | "none" (no flag); ``parse``: argparse type; ``cli_default``:
+    "optional" (flag alone means ``const``) | "none" (no flag); ``parse``: argparse type; ``cli_default``:
     the command's default where Python requires the value (``lr``, ``epochs``)."""
     meta = {"help": help, "flag": flag, "flat": flat, "cli": cli, "choices": choices, "parse": parse,
-            "cli_default": cli_default}
+            "cli_default": cli_default, "const": const}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -122,8 +122,9 @@ class ScheduleConfig:
 
 @dataclass
 class EngineConfig:
-    amp: Any = setting("auto", "mixed precision: auto | off | on | bf16 | fp16; auto = fp16 + GradScaler on "  # noqa: RUF009
-                               "CUDA, off elsewhere; on = fp16 on CUDA, bf16 on the CPU", cli="optional",
+    amp: Any = setting("auto", "mixed precision: auto | off | on | bf16 | fp16; auto = bf16 on GPUs with native "  # noqa: RUF009
+                               "bf16, else fp16 + GradScaler, off on CPU/MPS; on = the same on CUDA, bf16 on CPUs "
+                               "with native bf16, fp32 with a warning on others (woollylib.precision)", cli="optional",
                        choices=["auto", "off", "on", "bf16", "fp16"])
     channels_last: Any = setting("auto", "NHWC memory format: auto | on | off (auto = on for CUDA and CPU, off "  # noqa: RUF009
                                          "for MPS)", choices=["auto", "on", "off"])
@@ -135,9 +136,16 @@ class EngineConfig:
                                       parse=positive_float)
     tta_flip: bool = setting(False, "average the logits of each test image and its flip", flag="--tta",
                              cli="switch")
+    compile: str | None = setting(None, "torch.compile the model once per run: default | reduce-overhead | "
+                                        "max-autotune | off (the flag alone: default); checkpoints keep the plain "
+                                        "weights", cli="optional", const="default",
+                                  choices=["default", "reduce-overhead", "max-autotune", "off"])
 
     def __post_init__(self):
         self.amp, self.channels_last = switch(self.amp), switch(self.channels_last)
+        from .compile import resolve_compile_mode
+
+        self.compile = resolve_compile_mode(self.compile)  # None or a mode
         if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
@@ -260,7 +268,7 @@ def add_arguments(parser, group, *, skip=()) -> None:
             if meta.get("parse"):
                 kw["type"] = meta["parse"]
             if meta.get("cli") == "optional":
-                kw.update(nargs="?", const="on")
+                kw.update(nargs="?", const=meta.get("const", "on"))
         parser.add_argument(flag, **kw)
 
 

@@ -225,16 +225,29 @@ def _settings_rows(config, metrics_json) -> list[tuple[str, str]]:
     for key, label in (("batch_size", "batch size"), ("steps_per_epoch", "steps per epoch")):
         if config.get(key) is not None:
             rows.append((label, _fmt(config[key])))
+    precision = config.get("precision")
+    if isinstance(precision, dict) and precision.get("label"):
+        rows.append(("precision", _precision_text(precision)))
     # engine switches: listed only when on (the table is for a write-up, not a config dump)
     for key, label in (("amp", "mixed precision"), ("ricap_beta", "RICAP beta"), ("label_smoothing", "label smoothing"),
                        ("l1", "L1 penalty"), ("grad_clip", "gradient clip (max L2 norm)"),
-                       ("channels_last", "channels last"), ("tta_flip", "flip TTA in testing")):
-        if config.get(key):
+                       ("channels_last", "channels last"), ("tta_flip", "flip TTA in testing"),
+                       ("compile", "torch.compile mode")):
+        if config.get(key) and not (key == "amp" and isinstance(precision, dict)):  # older runs: amp only
             rows.append((label, _fmt(config[key])))
     for key in ("seed", "device"):
         if config.get(key) is not None:
             rows.append((key, _fmt(config[key])))
     return rows
+
+
+def _precision_text(p: dict) -> str:
+    """'bf16 autocast (asked: on): <reason>; CPU kernels AVX512' from config.json's resolved precision."""
+    asked = {True: "on", False: "off"}.get(p.get("requested"), p.get("requested"))
+    text = f"{p['label']} (asked: {asked}): {p.get('reason', '')}"
+    if p.get("cpu_capability") and str(p.get("device", "")).startswith("cpu") and p["cpu_capability"] not in text:
+        text += f"; CPU kernels {p['cpu_capability']}"
+    return text
 
 
 def _class_rows(cm, classes) -> list[str]:

@@ -217,24 +217,16 @@ def _steps_per_epoch(loader) -> int:
 
 
 def speed_defaults(device, amp="auto", channels_last="auto") -> tuple[bool | str, bool]:
-    """Resolve ``"auto"`` for ``amp`` and ``channels_last`` on ``device``; other values pass through.
+    """``(amp, channels_last)`` to train with on ``device``: ``"auto"`` and ``True`` resolved from the
+    hardware by ``woollylib.precision`` (amp: False | "bf16" | "fp16"; channels_last: bool).
 
-    Chosen from measurements (benchmarks/run.py): on CUDA, fp16 autocast with a GradScaler and
-    channels_last are the standard fast path for convnets. On the CPU, channels_last trained 1.1-1.5x
-    faster for every model here (compact 1,299 -> 2,004 img/s, custom_resnet 162 -> 183, resnet18
-    78 -> 112), while bf16 autocast helps only CPUs with native bf16 and the ResNets (custom_resnet
-    1.9x on an AVX-512-bf16 CPU) and slows the depthwise compact net: it stays opt-in (``amp=True``).
-    MPS: both off.
+    CUDA: bf16 where native (compute capability >= 8), else fp16 + GradScaler; NHWC. CPU: fp32 and
+    NHWC (1.1-1.5x faster for every model here); ``amp=True`` is bf16 only where the CPU has native
+    bf16, fp32 with a warning elsewhere. MPS: both off. ``choose_precision`` also says why.
     """
-    device = torch.device(device)
-    if isinstance(amp, str) and amp == "auto":
-        amp = device.type == "cuda"
-    if isinstance(channels_last, str):
-        if channels_last != "auto":
-            raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
-        channels_last = device.type in ("cuda", "cpu")
-    return amp, bool(channels_last)
+    from .precision import choose_precision, resolve_channels_last
 
+    return choose_precision(device, amp).mode, resolve_channels_last(device, channels_last)
 
 
 def _is_scheduler(obj) -> bool:
@@ -355,13 +347,21 @@ class Trainer:
             ``momentum``, ``weight_decay``, ``nesterov``, ``no_decay_bn_bias``, ``scheduler``,
             ``scheduler_kwargs``, ``pct_start``, ``amp``, ``channels_last``, ``ricap_beta``,
             ``label_smoothing``, ``l1``, ``grad_clip``, ``tta_flip``, ``out_dir``, ``resume``,
-            ``overwrite``, ``seed``, ``progress``, ``verbose`` (units and defaults: woollylib.config).
+            ``overwrite``, ``seed``, ``progress``, ``verbose``, ``compile`` (units and defaults:
+            woollylib.config).
+
+    ``trainer.model`` is the plain module (its weights are what checkpoints hold); ``trainer.net``
+    is what trains and tests: ``torch.compile(model)`` once with ``compile="default"`` (or
+    "reduce-overhead", "max-autotune"), else the model itself. ``trainer.precision`` says which
+    precision was chosen for the device and why (``woollylib.precision``).
     """
 
     def __init__(self, model: nn.Module, data, device=None, epochs: int | None = None, *,
                  settings: Settings | None = None, optimizer: str | torch.optim.Optimizer | None = None,
                  config: dict | None = None, **flat):
         from .device import resolve_device
+        from .compile import compile_model, is_compiled, unwrap_model
+        from .precision import choose_precision, resolve_channels_last
 
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -378,10 +378,16 @@ class Trainer:
         ckpt = self._check_run_dir()  # everything is validated before the disk is touched
         self.epochs = _check_epochs(s.schedule.epochs)
         self.lr = _check_lr(s.optim.lr)
-        self.amp, self.channels_last = speed_defaults(self.device, s.engine.amp, s.engine.channels_last)
-        self.model = model.to(self.device)
+        self.precision = choose_precision(self.device, s.engine.amp)  # one warning where it is slow
+        self.amp = self.precision.mode
+        self.channels_last = resolve_channels_last(self.device, s.engine.channels_last)
+        self.model = unwrap_model(model).to(self.device)  # the plain module: checkpoints hold its weights
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.compile = s.engine.compile
+        # the module that trains and tests: compiled once here (or as the caller compiled it)
+        self.net = compile_model(self.model, self.compile) if self.compile else \
+            (model if is_compiled(model) else self.model)
         self.steps_per_epoch = _steps_per_epoch(self.train_loader)
         self._build_optimizer(optimizer if isinstance(optimizer, torch.optim.Optimizer) else None)
         self._build_scheduler_and_scaler(scheduler_instance)
@@ -398,7 +404,7 @@ class Trainer:
                 config.setdefault("criterion", _callable_name(self.criterion))
             if scheduler_instance is not None:
                 config.setdefault("scheduler", type(scheduler_instance).__name__)
-        self.config = self._config(model, config)
+        self.config = self._config(self.model, config)
         self.history = History()
         self.start_epoch = 0  # completed epochs (advances as fit() runs)
         self._saved = False
@@ -498,6 +504,7 @@ class Trainer:
             "model": ModelSpec.of(model).to_dict(),
             "settings": self.settings.to_dict(),
             "resolved": {"device": str(self.device), "amp": self.amp, "channels_last": self.channels_last,
+                         "precision": self.precision.to_dict(),
                          "steps_per_epoch": self.steps_per_epoch,
                          "batch_size": getattr(self.train_loader, "batch_size", None)},
             "data": self.data_info,
@@ -505,8 +512,11 @@ class Trainer:
         })
 
     def _restore(self, ckpt: dict) -> None:
+        from .compile import plain_state_dict
+
         path = self.run_dir / LAST
         saved = upgrade_config(ckpt.get("config") or {})
+        ckpt["model"] = plain_state_dict(ckpt["model"])  # also a checkpoint saved from a compiled model
         mismatch = _state_dict_mismatch(self.model.state_dict(), ckpt["model"])
         if mismatch:
             raise ValueError(
@@ -671,10 +681,10 @@ class Trainer:
                 loader.set_epoch(epoch - 1)
         per_batch = self.scheduler is not None and scheduler_steps_per_batch(self.scheduler)
         t0 = time.perf_counter()
-        tr = train_epoch(self.model, self.train_loader, self.optimizer, device=self.device,
+        tr = train_epoch(self.net, self.train_loader, self.optimizer, device=self.device,
                          scheduler=self.scheduler if per_batch else None, scaler=self.scaler,
                          progress=self.progress, epoch=epoch, **self.engine_options)
-        te = evaluate(self.model, self.test_loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
+        te = evaluate(self.net, self.test_loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
                       criterion=self.criterion)
         step_epoch_scheduler(self.scheduler, te["loss"])  # no-op for per-batch ones
         seconds = time.perf_counter() - t0
