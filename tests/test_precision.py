@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from woollylib import precision
-from woollylib.precision import PrecisionWarning, choose_precision, cpu_info, resolve_channels_last
+from woollylib.precision import (
+    PrecisionWarning,
+    choose_precision,
+    cpu_info,
+    resolve_channels_last,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -81,7 +81,7 @@ def _check_cpp_compiler() -> None:
         return
     try:
         get_cpp_compiler()
-    except Exception as exc:  # noqa: BLE001 - torch raises its own InvalidCxxCompiler/RuntimeError types
+    except Exception as exc:
         raise RuntimeError(
             "torch.compile on the CPU needs a C++ compiler (g++ or clang++) on PATH, and none was found "
             f"({type(exc).__name__}: {exc}); install one (Debian/Ubuntu: apt-get install g++; conda: conda "

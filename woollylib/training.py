@@ -359,8 +359,8 @@ class Trainer:
     def __init__(self, model: nn.Module, data, device=None, epochs: int | None = None, *,
                  settings: Settings | None = None, optimizer: str | torch.optim.Optimizer | None = None,
                  config: dict | None = None, **flat):
-        from .device import resolve_device
         from .compile import compile_model, is_compiled, unwrap_model
+        from .device import resolve_device
         from .precision import choose_precision, resolve_channels_last
 
         if not isinstance(model, nn.Module):
