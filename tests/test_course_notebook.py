@@ -66,7 +66,7 @@ def test_course_notebook_runs_each_step(executed):
     assert not errors
     assert seconds < TIME_LIMIT_S, f"the notebook took {seconds:.0f} s"
     figure_cells = [c for c in nb.cells if c.cell_type == "code" and re.search(
-        r"^(display_|show_|plot_|visualize_|max_LR = max_lr)", c.source, re.M)]
+        r"^(display_|show_|plot_|visualize_|max_LR = max_lr)", c.source, re.MULTILINE)]
     assert len(figure_cells) == 8
     for cell in figure_cells:
         assert _images(cell) == 1, f"{_images(cell)} images for: {cell.source}"
