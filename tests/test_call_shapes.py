@@ -299,3 +299,22 @@ def test_conventional_resnet_constructors():
     assert count_parameters(ResNet18())["total"] == 11_173_962
     assert count_parameters(ResNet34())["total"] == 21_282_122
     assert ResNet18(num_classes=5).woollylib_spec["num_classes"] == 5
+
+
+def test_minimum_rule_is_a_tenth_of_the_lowest_loss_lr():
+    from woollylib.scheduler import DEFAULT_SUGGESTION, suggest_lr
+
+    lrs = [10.0 ** (i - 11) for i in range(12)]  # one decade per point
+    losses = [5, 5, 4.9, 4, 3, 2.5, 2, 1.5, 1.0, 1.2, 3, 9]  # lowest at index 8
+    assert suggest_lr(lrs, losses, "minimum", skip_start=0, skip_end=0) == (lrs[7], 7)
+    assert DEFAULT_SUGGESTION == "minimum"  # the rule benchmarks/lr_rules.py measured best
+
+
+def test_minimum_rule_on_a_curve_without_descent_warns_and_reads_the_valley():
+    from woollylib.scheduler import suggest_lr
+
+    lrs = [10.0 ** (i - 11) for i in range(12)]
+    rising = [1.0, 1.1, 1.2, 1.3, 1.35, 1.2, 1.25, 1.4, 1.5, 1.6, 2, 3]
+    with pytest.warns(UserWarning, match="never fell below its value at the start"):
+        got = suggest_lr(lrs, rising, "minimum", skip_start=0, skip_end=0)
+    assert got == suggest_lr(lrs, rising, "valley", skip_start=0, skip_end=0)

@@ -175,7 +175,7 @@ def test_find_lr_restores_weights_and_optimizer_state():
     ratios = np.array(result.lrs[1:]) / np.array(result.lrs[:-1])
     assert np.allclose(ratios, ratios[0]) and ratios[0] > 1    # exponential steps
     assert result.lrs[0] == pytest.approx(1e-5)
-    assert result.method == "valley" and result.suggestion == result.lrs[result.index]
+    assert result.method == "minimum" and result.suggestion == result.lrs[result.index]
     # the optimizer is still usable for OneCycle afterwards
     one_cycle(opt, max_lr=result.suggestion, epochs=1, steps_per_epoch=4)
 

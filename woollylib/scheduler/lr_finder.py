@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -36,7 +37,7 @@ class LRFinderResult:
     lrs: list[float]           # learning rate of each iteration
     losses: list[float]        # smoothed training loss of each iteration
     suggestion: float          # suggested learning rate (use it as max_lr of OneCycle)
-    method: str                # "valley" or "steepest"
+    method: str                # the rule: "valley", "steepest" or "minimum"
     index: int                 # position of the suggestion in lrs/losses
     skip_start: int = 0        # points left out at the start when suggesting
     skip_end: int = 0          # points left out at the end when suggesting
@@ -49,7 +50,7 @@ class LRFinderResult:
 MIN_POINTS = 3  # fewest points (after skipping) a suggestion is computed from
 
 SUGGESTIONS = ("valley", "steepest", "minimum")  # rules of suggest_lr
-DEFAULT_SUGGESTION = "valley"  # the rule find_lr and main.max_lr use (benchmarks/lr_rules.py)
+DEFAULT_SUGGESTION = "minimum"  # the rule find_lr and main.max_lr use (benchmarks/lr_rules.py)
 
 
 def _valley(losses) -> int:
@@ -93,7 +94,8 @@ def suggest_lr(lrs, losses, method: str = DEFAULT_SUGGESTION, skip_start: int | 
     "steepest" (torch-lr-finder): the point of most negative ``np.gradient(losses)``, default skip
     10 first / 5 last points. "valley" (fastai): see ``_valley``, default skip ``len // 10`` first /
     5 last points. "minimum" (fastai): a tenth of the lr of the lowest loss (the recorded lr
-    nearest to it), same default skips as "valley". Fewer than 3 points left raises :class:`LRCurveTooShortError` (a ValueError).
+    nearest to it; a curve whose loss never falls below its start warns and uses "valley"), same
+    default skips as "valley". Fewer than 3 points left raises :class:`LRCurveTooShortError` (a ValueError).
     """
     _check_method(method)
     lrs, losses = [float(v) for v in lrs], [float(v) for v in losses]
@@ -109,11 +111,17 @@ def suggest_lr(lrs, losses, method: str = DEFAULT_SUGGESTION, skip_start: int | 
             lrs, losses)
     if method == "steepest":
         local = int(np.gradient(np.array(kept)).argmin())
-    elif method == "minimum":  # the curve's point nearest (log scale) to a tenth of the lowest loss's lr
+    elif method == "minimum" and int(np.argmin(kept)) > 0:
+        # the curve's point nearest (log scale) to a tenth of the lowest loss's lr
         target = np.log(lrs[skip_start + int(np.argmin(kept))] / 10)
         index = int(np.argmin(np.abs(np.log(np.array(lrs)) - target)))
         return lrs[index], index
     else:
+        if method == "minimum":
+            warnings.warn(
+                "the LR range test loss never fell below its value at the start of the curve (flat or rising: "
+                "raise num_iter or end_lr), so it has no minimum to read; suggesting by 'valley' instead",
+                UserWarning, stacklevel=2)
         local = _valley(kept)
     index = skip_start + local
     return lrs[index], index
