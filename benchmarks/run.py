@@ -9,17 +9,22 @@ Sections (each prints "unavailable: <why>" instead of crashing when a module it 
             airbench.CifarLoader, all fed the same synthetic 50,000-image CIFAR-shaped uint8 set
             (airbench through its train.pt cache format), as ratios measured in the same run.
   train     images/s of woollylib's engine (bp.engine.train_epoch) vs a bare PyTorch loop on the same
-            batches, model, optimizer and precision (resnet18, custom_resnet; fp32, channels_last, bf16).
+            batches, model, optimizer and precision (resnet18, custom_resnet; fp32, channels_last, bf16
+            only where the device has native bf16 (else skipped with the reason), fp16 + GradScaler on CUDA).
   flops     share of the measured matmul FLOP/s that a training step reaches:
             (FLOPs of one training step per image, torch.utils.flop_counter) x images/s / GEMM FLOP/s,
             GEMM = best of torch.mm and a 1x1 conv (oneDNN), measured next to every train configuration.
+  precision amp=True as woollylib.precision resolves it on this machine vs amp off (custom_resnet, NHWC).
+  compile   eager vs torch.compile(mode="default"): compilation time apart from steady-state images/s.
   imports   `import woollylib` and `from woollylib import main` vs `import torch`, fresh subprocesses.
   memory    peak resident memory of one epoch over the 50,000-image set through each loader
             (one subprocess per loader; the process tree sampled with psutil, + getrusage).
   digits    time to 98% test accuracy on digits with the recommended recipe (custom_resnet, batch 32,
-            one-cycle max_lr 0.05 over one epoch, SGD Nesterov, bf16 + channels_last on CPU, DeviceLoader
+            one-cycle max_lr 0.05 over one epoch, SGD Nesterov, channels_last, amp=True as resolved here, DeviceLoader
             with the data layer's default augmentation for digits: none).
 
+The JSON and the table start with the machine: CPU model, torch's CPU kernels (and any
+ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA override), native bf16, threads, GPU, torch version.
 Threads: the machine's (torch.get_num_threads()); set OMP_NUM_THREADS to change it. Figures depend on
 the machine and on what else runs on it: compare ratios measured in the same run.
 """
@@ -49,6 +54,35 @@ import torch
 from _common import MEAN, STD, Table, fmt_rate, synthetic_cifar, unavailable
 
 BATCH = 512  # images per batch for the data section (airbench's default is 500)
+SLOW_ROUND_S = 10.0  # train: a first round slower than this (a slow CPU) gets 2 repeats instead of 3
+
+
+def machine(device: str) -> dict:
+    """What the figures were measured on: CPU model and torch's kernels, native bf16, threads, GPU."""
+    from woollylib.precision import choose_precision, cpu_info
+
+    cpu = cpu_info()
+    out = {"platform": platform.platform(), "cpu": cpu.name, "cpu_capability": cpu.capability,
+           "cpu_bf16_native": cpu.bf16_native, "cpu_bf16_reason": cpu.bf16_reason,
+           "kernel_overrides": cpu.overrides or None, "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "python": platform.python_version(), "device": device, "gpu": None}
+    if device.startswith("cuda"):
+        index = torch.device(device).index or 0
+        major, minor = torch.cuda.get_device_capability(index)
+        out.update(gpu=torch.cuda.get_device_name(index), gpu_compute_capability=f"{major}.{minor}",
+                   gpu_bf16_native=choose_precision(device, "auto", warn=False).bf16_native)
+    return out
+
+
+def bf16_skip_reason(device: str) -> str | None:
+    """Why bf16 rows are skipped on ``device`` (None: it computes bf16 natively)."""
+    from woollylib.precision import choose_precision, cpu_info
+
+    if torch.device(device).type == "cpu":
+        info = cpu_info()
+        return None if info.bf16_native else f"skipped: no native bf16 ({info.bf16_reason})"
+    p = choose_precision(device, "auto", warn=False)
+    return None if p.bf16_native else f"skipped: {p.device_name} has no native bf16"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -145,6 +179,7 @@ MODES = {  # name: (channels_last, amp)
     "channels_last": (True, False),
     "bf16": (False, "bf16"),
     "channels_last+bf16": (True, "bf16"),
+    "channels_last+fp16": (True, "fp16"),  # CUDA only (fp16 + GradScaler is the CPU's slowest mode)
 }
 
 
@@ -159,23 +194,31 @@ def _batches(bs: int, steps: int, device: str) -> list[tuple[torch.Tensor, torch
 def _bare_loop(model, batches, opt, channels_last, amp, device):
     """The loop a user would write: the engine's job done with no extras."""
     dev = torch.device(device)
+    scaler = torch.amp.GradScaler(dev.type) if amp == "fp16" else None
     for x, y in batches:
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(amp)):
+        dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+        with torch.autocast(dev.type, dtype=dtype, enabled=bool(amp)):
             loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
     if dev.type == "cuda":
         torch.cuda.synchronize()
 
 
 def _engine_loop(model, batches, opt, channels_last, amp, device):
-    from woollylib.bp.engine import train_epoch
+    from woollylib.bp.engine import make_scaler, train_epoch
 
-    train_epoch(model, batches, opt, device=device, amp=amp, channels_last=channels_last, progress=False)
+    train_epoch(model, batches, opt, device=device, amp=amp, channels_last=channels_last, progress=False,
+                scaler=make_scaler(device, amp))
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
@@ -198,24 +241,38 @@ def bench_train(quick: bool, device: str) -> dict:
                  "gemm_fp32_best": 0.0, "gemm_bf16_best": 0.0}
     models = ("custom_resnet",) if quick else ("custom_resnet", "resnet18")
     modes = ("fp32", "channels_last+bf16") if quick else tuple(MODES)
+    cuda = torch.device(device).type == "cuda"
+    skip_bf16 = bf16_skip_reason(device)
     for name in models:
         torch.manual_seed(0)
         model0 = get_model(name)
         for mode in modes:
             cl, amp = MODES[mode]
+            if amp == "fp16" and not cuda:
+                continue
+            if amp == "bf16" and skip_bf16:
+                out[f"{name}/{mode}"] = unavailable(skip_bf16)
+                continue
             best = {"bare": 0.0, "engine": 0.0}
             # GEMM measured next to every configuration: the FLOP share uses the best of them all
-            gkey, gdt = ("gemm_bf16_best", torch.bfloat16) if amp else ("gemm_fp32_best", torch.float32)
+            gkey, gdt = {False: ("gemm_fp32_best", torch.float32), "bf16": ("gemm_bf16_best", torch.bfloat16),
+                         "fp16": ("gemm_fp16_best", torch.float16)}[amp]
+            out.setdefault(gkey, 0.0)
             out[gkey] = max(out[gkey], _gemm_flops(gdt, device, True))
-            for _ in range(reps):
+            rounds, done = reps, 0
+            while done < rounds:
+                r0 = time.perf_counter()
                 for kind, loop in (("bare", _bare_loop), ("engine", _engine_loop)):  # interleaved
                     model, opt = _fresh(model0, cl, device)
                     loop(model, warm, opt, cl, amp, device)
                     t0 = time.perf_counter()
                     loop(model, timed, opt, cl, amp, device)
                     best[kind] = max(best[kind], bs * steps / (time.perf_counter() - t0))
+                done += 1
+                if done == 1 and time.perf_counter() - r0 > SLOW_ROUND_S:  # a slow CPU: 2 rounds, not 3
+                    rounds = min(rounds, 2)
             out[f"{name}/{mode}"] = {"bare": best["bare"], "engine": best["engine"],
-                                     "ratio": best["engine"] / best["bare"]}
+                                     "ratio": best["engine"] / best["bare"], "repeats": done}
     return out
 
 
@@ -258,10 +315,16 @@ def bench_flops(quick: bool, device: str, train: dict | None) -> dict:
     # best of now and of the measurement taken before the train section (noise only ever slows down)
     seen = train if isinstance(train, dict) else {}
     out: dict = {"gemm_fp32": max(_gemm_flops(torch.float32, device, quick), seen.get("gemm_fp32_best", 0.0))}
-    try:
-        out["gemm_bf16"] = max(_gemm_flops(torch.bfloat16, device, quick), seen.get("gemm_bf16_best", 0.0))
-    except RuntimeError as exc:  # pragma: no cover - old CPUs
-        out["gemm_bf16"] = unavailable(str(exc))
+    skip_bf16 = bf16_skip_reason(device)
+    if skip_bf16:
+        out["gemm_bf16"] = unavailable(skip_bf16)
+    else:
+        try:
+            out["gemm_bf16"] = max(_gemm_flops(torch.bfloat16, device, quick), seen.get("gemm_bf16_best", 0.0))
+        except RuntimeError as exc:  # pragma: no cover - old CPUs
+            out["gemm_bf16"] = unavailable(str(exc))
+    if seen.get("gemm_fp16_best"):
+        out["gemm_fp16"] = seen["gemm_fp16_best"]
     if not isinstance(train, dict) or "unavailable" in train:
         out["shares"] = unavailable("needs the train section")
         return out
@@ -271,10 +334,76 @@ def bench_flops(quick: bool, device: str, train: dict | None) -> dict:
         per_img = _train_flops_per_image(name)
         out[f"{name}/train_flops_per_image"] = per_img
         for key, rec in train.items():
-            if key.startswith(name + "/") and isinstance(rec, dict):
-                gemm = out["gemm_bf16"] if "bf16" in key else out["gemm_fp32"]
+            if key.startswith(name + "/") and isinstance(rec, dict) and "engine" in rec:
+                gemm = out["gemm_bf16"] if "bf16" in key else out.get("gemm_fp16") if "fp16" in key else out["gemm_fp32"]
                 if isinstance(gemm, float):
                     out[f"{key}/share_of_gemm"] = per_img * rec["engine"] / gemm
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# precision: amp=True as the trainer resolves it on this machine vs amp off; compile: torch.compile
+
+
+def _engine_nhwc(model, batches, opt, amp, device) -> float:
+    """One pass of the engine over ``batches`` (NHWC, GradScaler for fp16); images/s."""
+    from woollylib.bp.engine import make_scaler, train_epoch
+
+    t0 = time.perf_counter()
+    train_epoch(model, batches, opt, device=device, amp=amp, channels_last=True, progress=False,
+                scaler=make_scaler(device, amp))
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    return sum(len(x) for x, _ in batches) / (time.perf_counter() - t0)
+
+
+def bench_precision(quick: bool, device: str) -> dict:
+    """custom_resnet (NHWC) through the engine with amp=True as choose_precision resolves it here, and
+    with amp off, interleaved: on a CPU without native bf16 amp=True must run at fp32 speed."""
+    from woollylib.models import get_model
+    from woollylib.precision import choose_precision
+
+    bs, steps, reps = (16, 2, 1) if quick else (32, 4, 3)
+    batches = _batches(bs, steps + 1, device)
+    on = choose_precision(device, True, warn=False)
+    out: dict = {"batch_size": bs, "timed_steps": steps, "amp_on_resolves_to": on.label, "reason": on.reason}
+    torch.manual_seed(0)
+    model0 = get_model("custom_resnet")
+    best = {"on": 0.0, "off": 0.0}
+    for _ in range(reps):
+        for key, amp in (("on", on.mode), ("off", False)):  # interleaved
+            model, opt = _fresh(model0, True, device)
+            _engine_nhwc(model, batches[:1], opt, amp, device)  # warm-up
+            best[key] = max(best[key], _engine_nhwc(model, batches[1:], opt, amp, device))
+    out.update({"amp_on": best["on"], "amp_off": best["off"], "ratio_on_vs_off": best["on"] / best["off"]})
+    return out
+
+
+def bench_compile(quick: bool, device: str) -> dict:
+    """Eager vs torch.compile (mode default) through the engine, NHWC, the device's auto precision:
+    the first compiled step (compilation) is timed apart from the steady state."""
+    from woollylib.compile import compile_model
+    from woollylib.models import get_model
+    from woollylib.precision import choose_precision
+
+    cuda = torch.device(device).type == "cuda"
+    name = "compact" if quick else "custom_resnet"
+    bs, steps, reps = (16, 2, 1) if quick else ((256, 10, 3) if cuda else (32, 4, 2))
+    amp = choose_precision(device, "auto", warn=False).mode
+    batches = _batches(bs, steps, device)
+    out: dict = {"model": name, "batch_size": bs, "timed_steps": steps, "amp": amp or "fp32", "mode": "default"}
+    torch.manual_seed(0)
+    model0 = get_model(name)
+    model, opt = _fresh(model0, True, device)
+    _engine_nhwc(model, batches[:1], opt, amp, device)  # warm-up
+    out["eager"] = max(_engine_nhwc(model, batches, opt, amp, device) for _ in range(reps))
+    model, opt = _fresh(model0, True, device)
+    net = compile_model(model, "default")
+    t0 = time.perf_counter()
+    _engine_nhwc(net, batches[:1], opt, amp, device)  # compiles the training graph
+    out["compile_s"] = time.perf_counter() - t0
+    out["compiled"] = max(_engine_nhwc(net, batches, opt, amp, device) for _ in range(reps))
+    out["ratio_compiled_vs_eager"] = out["compiled"] / out["eager"]
     return out
 
 
@@ -345,7 +474,10 @@ def bench_digits(quick: bool, device: str) -> dict:
     # CLI and the notebook get it
     data = get_data("digits", batch_size=32, loader="device", seed=0, device=device, verbose=False)
     aug = default_augment("digits", "device")
-    cl, amp = (True, "bf16") if torch.device(device).type == "cpu" else (True, True)
+    from woollylib.precision import choose_precision
+
+    # amp=True as the trainer resolves it: bf16 where native (CPU or GPU), fp16 on older GPUs, else fp32
+    cl, amp = True, choose_precision(device, True, warn=False).mode
     model = get_model("custom_resnet", num_classes=len(data.classes))
     epochs = 1
     t0 = time.perf_counter()
@@ -358,7 +490,7 @@ def bench_digits(quick: bool, device: str) -> dict:
             reached = sum(hist.epoch_time[:e + 1])
             break
     return {"recipe": f"custom_resnet, batch 32, one-cycle max_lr 0.05 over {epochs} epoch(s), SGD nesterov "
-                      f"wd 5e-4, amp={amp}, channels_last={cl}, DeviceLoader with the default augmentation "
+                      f"wd 5e-4, amp={amp or 'off (fp32)'}, channels_last={cl}, DeviceLoader with the default augmentation "
                       f"({augment_preset('digits')}: {aug})",
             "test_acc": list(hist.test_acc), "epoch_time_s": list(hist.epoch_time),
             "seconds_to_98": reached if reached is not None else unavailable(f"not reached in {epochs} epoch(s)"),
@@ -371,20 +503,22 @@ def bench_digits(quick: bool, device: str) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, same code paths")
-    ap.add_argument("--only", default="data,train,flops,imports,memory,digits", help="comma-separated sections")
+    ap.add_argument("--only", default="data,train,flops,precision,compile,imports,memory,digits",
+                    help="comma-separated sections")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results")), help="folder for the JSON")
     args = ap.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
-    report: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                                "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                                "python": platform.python_version(), "device": args.device,
-                                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
-                    "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report: dict = {"machine": machine(args.device), "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    skip = bf16_skip_reason(args.device)
+    if skip:
+        print(f"bf16 rows {skip}", file=sys.stderr, flush=True)
     runners = {
         "data": lambda: bench_data(args.quick, args.device),
         "train": lambda: bench_train(args.quick, args.device),
         "flops": lambda: bench_flops(args.quick, args.device, report.get("train")),
+        "precision": lambda: bench_precision(args.quick, args.device),
+        "compile": lambda: bench_compile(args.quick, args.device),
         "imports": lambda: bench_imports(args.quick),
         "memory": lambda: bench_memory(args.quick, args.device),
         "digits": lambda: bench_digits(args.quick, args.device),
@@ -413,8 +547,17 @@ def main(argv: list[str] | None = None) -> dict:
 def render(r: dict) -> str:
     t = Table()
     m = r["machine"]
-    t.title(f"woollylib benchmark ({'quick' if r['quick'] else 'full'}) - {m['platform']}, {m['cpus']} CPUs, "
-            f"{m['threads']} torch threads, torch {m['torch']}, device {m['device']} {m['gpu'] or ''}")
+    t.title(f"woollylib benchmark ({'quick' if r['quick'] else 'full'}) - device {m['device']}, torch {m['torch']}")
+    t.section("machine")
+    t.row("CPU", f"{m.get('cpu', m.get('processor'))}, {m['cpus']} CPUs, {m['threads']} torch threads")
+    if "cpu_capability" in m:
+        kernels = m["cpu_capability"] + (f" ({m['kernel_overrides']})" if m.get("kernel_overrides") else "")
+        t.row("CPU kernels (torch)", kernels)
+        t.row("CPU native bf16", f"{'yes' if m['cpu_bf16_native'] else 'no'}: {m['cpu_bf16_reason']}")
+    if m.get("gpu"):
+        t.row("GPU", f"{m['gpu']} (compute capability {m.get('gpu_compute_capability')}, native bf16 "
+                     f"{'yes' if m.get('gpu_bf16_native') else 'no'})")
+    t.row("platform", f"{m['platform']}, Python {m['python']}")
     d = r.get("data")
     if d is not None:
         t.section(f"data: images/s, batch {BATCH}, {d.get('n_images', '?')} synthetic CIFAR images" if "n_images" in d
@@ -436,14 +579,33 @@ def render(r: dict) -> str:
         if "unavailable" in tr:
             t.row("train", tr["unavailable"])
         for k, v in tr.items():
-            if isinstance(v, dict):
+            if isinstance(v, dict) and "engine" in v:
                 t.row(k, f"bare {v['bare']:7.1f}  engine {v['engine']:7.1f}  ratio {v['ratio']:.3f}")
+            elif isinstance(v, dict):
+                t.row(k, v.get("unavailable", v))
+    pr = r.get("precision")
+    if pr is not None:
+        t.section("precision: custom_resnet NHWC, engine images/s, amp=True as resolved here vs amp off")
+        if "unavailable" in pr:
+            t.row("precision", pr["unavailable"])
+        else:
+            t.row("amp=True resolves to", f"{pr['amp_on_resolves_to']} ({pr['reason']})")
+            t.row("amp on / off", f"{pr['amp_on']:7.1f} / {pr['amp_off']:7.1f} img/s  ratio {pr['ratio_on_vs_off']:.3f}")
+    co = r.get("compile")
+    if co is not None:
+        t.section("compile: torch.compile(mode='default') vs eager, engine images/s (compilation timed apart)")
+        if "unavailable" in co:
+            t.row("compile", co["unavailable"])
+        else:
+            t.row(f"{co['model']}, batch {co['batch_size']}, {co['amp']}", f"eager {co['eager']:8.1f}  compiled "
+                  f"{co['compiled']:8.1f}  ratio {co['ratio_compiled_vs_eager']:.3f}")
+            t.row("first compiled step (compilation)", f"{co['compile_s']:.1f} s")
     f = r.get("flops")
     if f is not None:
         t.section("flops: measured GEMM and the share a training step reaches")
         for k, v in f.items():
             if k.startswith("gemm"):
-                t.row(k, f"{v / 1e9:.1f} GFLOP/s" if isinstance(v, float) else v)
+                t.row(k, f"{v / 1e9:.1f} GFLOP/s" if isinstance(v, float) else v.get("unavailable", v))
             elif k.endswith("per_image"):
                 t.row(k, f"{v / 1e9:.3f} GFLOP")
             elif k.endswith("share_of_gemm"):
