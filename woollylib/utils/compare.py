@@ -75,8 +75,8 @@ def compare_optimizers(
 
     from woollylib.bp.engine import NonFiniteLossError
     from woollylib.bp.optimizer import get_optimizer, list_optimizers
-    from woollylib.training import Trainer
     from woollylib.device import model_device
+    from woollylib.training import Trainer
 
     if data is not None:
         train_loader = train_loader or data.train_loader
