@@ -597,7 +597,6 @@ class Trainer:
             if first_save and not getattr(self, "_marker_written", False):
                 run.write_config(self.config)
                 if self.overwrite and not self.resume:  # what is left of the replaced run is stale now
-                    run.drop_results()
                     run.remove_run_files(keep=(CONFIG, LAST, HISTORY) + ((BEST,) if is_best else ()))
 
     def _start_run_dir(self) -> None:
