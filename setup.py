@@ -41,6 +41,7 @@ setup(
             "psutil>=5.9",
         ],
         "bench": ["airbench>=0.1.8", "psutil>=5.9"],
+        "tensorboard": ["tensorboard>=2.12"],
     },
     entry_points={"console_scripts": ["woollylib=woollylib.cli:main"]},
     classifiers=[

@@ -13,9 +13,10 @@ from woollylib import cli
 from woollylib import run as run_module
 from woollylib.run import FAULT_ENV, RunDir, SimulatedCrash
 
-# best test accuracy improves in every epoch (10.00, 10.28, 15.56 %), so every epoch writes best.pt too
+# best test accuracy improves in both epochs (18.33, 42.78 % on an AVX2 CPU: a wide margin, so on any CPU),
+# so every epoch writes best.pt too
 TRAIN = ["train", "--dataset", "digits", "--loader", "device", "--model", "compact", "--model-opt", "width=8",
-         "--batch-size", "256", "--lr", "1.0", "--epochs", "3", "--no-progress", "--device", "cpu"]
+         "--batch-size", "64", "--lr", "0.2", "--epochs", "2", "--no-progress", "--device", "cpu"]
 
 
 def train(out, *extra):
@@ -63,8 +64,9 @@ def straight(tmp_path_factory):
 
 def test_a_kill_at_every_write_boundary_resumes_to_the_uninterrupted_result(straight, faults, tmp_path, monkeypatch):
     expected, boundaries = straight
-    assert expected[2] == 3  # best.pt moved in every epoch
-    assert boundaries == 3 * (1 + 3 * 3 + 1)  # 3 per write: marker, 3 epochs x (last, best, history), metrics
+    assert expected[2] == 2  # best.pt moved in every epoch
+    # 3 per write: the marker, 2 epochs x (last, best, metrics.csv, history), metrics
+    assert boundaries == 3 * (1 + 2 * 4 + 1)
     for at in range(1, boundaries + 1):
         out = tmp_path / f"kill-{at}"
         faults(at)
@@ -95,17 +97,17 @@ def test_sigterm_stops_like_ctrl_c_after_the_save_in_progress(tmp_path, monkeypa
     out = tmp_path / "run"
     real = RunDir.save_last
 
-    def term_during_epoch_2_save(self, ckpt):
-        if ckpt["epoch"] == 2:
+    def term_during_epoch_1_save(self, ckpt):
+        if ckpt["epoch"] == 1:
             os.kill(os.getpid(), signal.SIGTERM)  # arrives while last.pt is being written
         return real(self, ckpt)
 
-    monkeypatch.setattr(RunDir, "save_last", term_during_epoch_2_save)
+    monkeypatch.setattr(RunDir, "save_last", term_during_epoch_1_save)
     assert train(out) == 128 + signal.SIGTERM
     text = capsys.readouterr()
-    assert "stopped by SIGTERM during epoch 2" in text.out and "hold epoch 2/3" in text.out
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
-    assert len(json.loads((out / "history.json").read_text())["test_acc"]) == 2
+    assert "stopped by SIGTERM during epoch 1" in text.out and "hold epoch 1/2" in text.out
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    assert len(json.loads((out / "history.json").read_text())["test_acc"]) == 1
     assert not list(out.glob(".*.tmp"))
     monkeypatch.setattr(RunDir, "save_last", real)
     assert train(out, "--resume") == 0
@@ -131,7 +133,7 @@ def test_overwrite_removes_exactly_the_files_of_the_run(tmp_path):
         (out / name).write_text("old")
     assert train(out, "--epochs", "1", "--overwrite") == 0
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "history.json", "last.pt",
-                                                    "metrics.json"]
+                                                    "metrics.csv", "metrics.json"]
 
 
 def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path, capsys):

@@ -32,8 +32,11 @@ def copy_of(tmp_path):
 
 def assert_reaches(history: History, name: str):
     expected = json.loads((RUNS / f"{name}.straight_history.json").read_text())
+    # the straight run was recorded on another CPU: its kernels (AVX-512 vs AVX2) sum in another order,
+    # which moves the second epoch's losses by up to ~2e-5 relative; a wrong resume (RNG, optimizer or
+    # scheduler state) moves them by orders of magnitude more
     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
-        assert getattr(history, key) == pytest.approx(expected[key], rel=1e-6, abs=1e-9), key
+        assert getattr(history, key) == pytest.approx(expected[key], rel=2e-4, abs=1e-9), key
 
 
 def test_format_1_configs_upgrade_to_the_current_layout():
@@ -42,7 +45,7 @@ def test_format_1_configs_upgrade_to_the_current_layout():
                                    "cls": "CompactNet", "parameters": 4554}
     settings = cli_config["settings"]
     assert settings["optim"]["name"] == "sgd" and settings["optim"]["lr"] == 0.05
-    assert settings["schedule"] == {"name": "onecycle", "epochs": 2, "pct_start": None, "options": {}}
+    assert settings["schedule"] == {"name": "onecycle", "epochs": 2, "pct_start": None, "options": {}, "patience": None}
     assert settings["data"]["dataset"] == "digits" and settings["data"]["batch_size"] == 64
     assert settings["engine"]["amp"] == "auto" and settings["run"]["seed"] == 0  # what the command asked for
     notebook = upgrade_config(json.loads((RUNS / "notebook_run" / "config.json").read_text()))

@@ -137,7 +137,7 @@ def test_plateau_is_stepped_per_epoch_on_the_test_loss_not_by_the_engine():
     for loss in (1.0, 0.9, 0.95, 0.95):                       # two epochs without improvement
         step_epoch_scheduler(sched, loss)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
-    with pytest.raises(ValueError, match="test loss"):
+    with pytest.raises(ValueError, match=r"validation \(or training\) loss"):
         step_epoch_scheduler(sched)
     step_epoch_scheduler(None, 1.0)                            # no-op
 

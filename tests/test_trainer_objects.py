@@ -50,7 +50,7 @@ def test_other_torch_schedulers_step_once_per_epoch():
     assert history.lr == pytest.approx([0.1] * STEPS + [0.05] * STEPS + [0.025] * STEPS)
 
 
-def test_plateau_instance_gets_the_test_loss():
+def test_plateau_instance_gets_the_train_loss_without_a_validation_split():
     model = Tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = ReduceLROnPlateau(opt, patience=0, factor=0.5)
@@ -60,7 +60,7 @@ def test_plateau_instance_gets_the_test_loss():
     trainer = Trainer(model, loaders(), "cpu", epochs=2, scheduler=sched, **quiet())
     assert trainer.optimizer is opt  # the scheduler's optimizer is the one trained
     history = trainer.fit()
-    assert seen == pytest.approx(history.test_loss)
+    assert seen == pytest.approx(history.train_loss)  # no decision looks at the test set
 
 
 def test_a_scheduler_instance_checks_its_optimizer_and_length():

@@ -308,7 +308,7 @@ def test_train_test_loop_history_and_summary_lines(tmp_path, capsys):
     assert len(lines) == 3 and "test loss" in lines[-1] and "acc" in lines[-1]
 
 
-def test_plateau_scheduler_steps_per_epoch_on_test_loss(tmp_path):
+def test_plateau_scheduler_steps_per_epoch_on_the_train_loss_without_a_validation_split(tmp_path):
     torch.manual_seed(0)
     trainer = Trainer(
         Tiny(),
@@ -325,7 +325,8 @@ def test_plateau_scheduler_steps_per_epoch_on_test_loss(tmp_path):
     real_step = trainer.scheduler.step
     trainer.scheduler.step = lambda *a, **k: (calls.append(a), real_step(*a, **k))[1]
     history = trainer.fit()
-    assert [a[0] for a in calls] == pytest.approx(history.test_loss)
+    assert [a[0] for a in calls] == pytest.approx(history.train_loss)  # never the test loss
+    assert [a[0] for a in calls] != pytest.approx(history.test_loss)
     assert len(set(history.lr[:4])) == 1  # constant within an epoch
 
 

@@ -129,9 +129,17 @@ def test_history_lr_and_optimizer_plots(tmp_path):
         check_png(fig, tmp_path / f"hist{i}.png")
         text = texts(fig)
         assert "epoch" in text and "Loss" in text and "Accuracy" in text
-        assert "best 75.00% @ epoch 4" in text
+        assert "peak test 75.00% @ epoch 4" in text and "chosen on the test set" in text
         lines = fig.axes[1].get_lines()
         np.testing.assert_allclose(lines[1].get_ydata(), h.test_acc)
+    v = History()  # with a validation split the star is the epoch chosen on validation
+    for e in range(4):
+        v.append(train_loss=1.0, train_acc=50, test_loss=1.0, test_acc=[60, 80, 70, 65][e], lrs=[0.1],
+                 epoch_time=1.0, val_loss=1.0, val_acc=[50, 55, 70, 60][e])
+    fig = viz.plot_history(v, save_path=tmp_path / "val.png")
+    text = texts(fig)
+    assert "chosen on validation: epoch 3" in text and "test 70.00%" in text and "validation" in text
+    np.testing.assert_allclose(fig.axes[1].get_lines()[1].get_ydata(), v.val_acc)
 
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     sched = one_cycle(opt, max_lr=0.1, epochs=3, steps_per_epoch=10)

@@ -55,7 +55,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("data")
     add_arguments(g, DataConfig)
-    add_arguments(g, RunConfig, skip=("out_dir", "resume", "overwrite"))  # --seed
+    add_arguments(g, RunConfig, skip=("out_dir", "resume", "overwrite", "tensorboard"))  # --seed
     g.add_argument("--device", help="cpu | cuda | cuda:N | mps | auto (default: auto)")
 
 
@@ -287,17 +287,14 @@ def _train(args: argparse.Namespace, out: Path, defaults: dict) -> int:
     history = trainer.fit()
     seconds = time.perf_counter() - t0
 
-    from .report import write_metrics
+    from .report import headline, write_metrics
 
     summary = write_metrics(out, trainer.model, data, device, history, tta_flip=settings.engine.tta_flip,
                             this_session_s=seconds, lr=settings.optim.lr,
                             found_lr=float(found.suggestion) if found is not None else None)
     if found is not None:
         _save_lr_finder(found, out)
-    print(
-        f"test accuracy {summary['accuracy']:.2f}% (best {history.best_test_acc:.2f}% at epoch "
-        f"{history.best_epoch}); {len(history)} epochs in {summary['train_time_s']:.1f} s; wrote {out}/"
-    )
+    print(f"{headline(summary, history)}; {len(history)} epochs in {summary['train_time_s']:.1f} s; wrote {out}/")
     if args.report:
         from .report import write_report
 

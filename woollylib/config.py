@@ -77,6 +77,20 @@ def positive_int(text: str) -> int:
     return _number(text, positive=True, integer=True)
 
 
+def fraction_or_count(text: str) -> float | int:
+    """``--val-split``: a fraction such as 0.1 or a count such as 5000."""
+    from .preloading.split import check_val_split
+
+    try:
+        value = int(text) if text.strip().isdigit() else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1 or a count such as 5000, got {text!r}") from None
+    try:
+        return check_val_split(value)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def key_value(text: str) -> str:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r} (e.g. --model-opt norm=gn)")
@@ -112,6 +126,8 @@ class ScheduleConfig:
                                             "(default: the scheduler's 0.3)", parse=positive_float)
     options: dict = setting({}, "extra woollylib.scheduler.get_scheduler options", flat="scheduler_kwargs",  # noqa: RUF009
                             cli="none")
+    patience: int | None = setting(None, "early stopping: stop when the validation loss has not improved for N "
+                                         "epochs (needs --val-split)", flag="--early-stop", parse=positive_int)
 
     def scheduler_kwargs(self) -> dict:
         kw = dict(self.options)
@@ -161,6 +177,12 @@ class DataConfig:
                                    "crop only; auto = none for digits (flips and cutout destroy digits), cifar "
                                    "otherwise", choices=["auto", "cifar", "crop", "none"])
     workers: int | None = setting(None, "DataLoader worker processes (default: the loader's)", parse=int)
+    val_split: float | int | None = setting(None, "hold out this fraction (0.1) or count (5000) of the training "
+                                                  "images, stratified by class, for validation: best.pt, the "
+                                                  "plateau schedule and early stopping then watch it, never the "
+                                                  "test set (a folder's own val/ is used when present)",
+                                            parse=fraction_or_count)
+    val_seed: int | None = setting(None, "seed of the validation split (default: --seed)", parse=int)
 
 
 @dataclass
@@ -173,6 +195,8 @@ class RunConfig:
     overwrite: bool = setting(False, "replace the run already in --out", cli="switch")
     progress: bool = setting(True, "progress bars", cli="none")
     verbose: bool = setting(True, "one summary line per epoch", cli="none")
+    tensorboard: bool = setting(False, "also write TensorBoard event files to OUT/tensorboard (needs pip install "
+                                       "woollylib[tensorboard])", cli="switch")
 
 
 GROUPS = {"optim": OptimConfig, "schedule": ScheduleConfig, "engine": EngineConfig, "data": DataConfig,
@@ -294,6 +318,18 @@ def folder_sources(data_dir):
     return train, test
 
 
+def _folder_val(data_dir):
+    """``DIR/val`` as the validation set when ``DIR`` has both test/ and val/ (else None)."""
+    from pathlib import Path
+
+    from .preloading import load_folder
+
+    root = Path(data_dir)
+    if (root / "test").is_dir() and (root / "val").is_dir():
+        return load_folder(root / "val")
+    return None
+
+
 def load_data(data: DataConfig, device=None, seed: int | None = 0, *, augment: bool = True,
               download: bool = True, data_root=None, verbose: bool = True, batch_size: int | None = None):
     """The DataBundle these settings describe (``augment=False``: no train augmentation, no workers,
@@ -312,6 +348,10 @@ def load_data(data: DataConfig, device=None, seed: int | None = 0, *, augment: b
         kw["root"] = root
     if source == "cifar10":
         kw["download"] = download
+    if data.val_split is not None:
+        own_val = _folder_val(root) if data.dataset == "folder" else None
+        kw["val_split"] = own_val if own_val is not None else data.val_split
+        kw["val_seed"] = data.val_seed if own_val is None else None
     kw["augment"] = data.augment if augment else "none"  # a preset of woollylib.preloading.augment
     if not augment and data.loader == "albumentations":
         kw["num_workers"] = 0

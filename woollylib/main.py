@@ -577,7 +577,7 @@ def train_test_loop(model: nn.Module, *args, epochs: int | None = None, max_lr: 
 
     An int is the number of epochs (no default: pass it), a float ``max_lr`` (the one-cycle peak),
     an optimizer instance is trained as it is, a scheduler instance (OneCycleLR/CyclicLR: stepped per
-    batch; ReduceLROnPlateau: per epoch on the test loss; others: per epoch) replaces the one-cycle
+    batch; ReduceLROnPlateau: per epoch on the validation loss (the training loss without a split); others: per epoch) replaces the one-cycle
     schedule, a loss module or callable is the ``criterion``. Every ``Trainer`` option works as a
     keyword (``weight_decay``, ``nesterov``, ``amp``, ``ricap_beta``, ``label_smoothing``,
     ``out_dir``, ``resume``, ``seed``...); ``device`` defaults to the model's. With ``out_dir`` the

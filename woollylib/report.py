@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_report_arguments", "rebuild", "run_report", "write_metrics", "write_report"]
+__all__ = ["add_report_arguments", "headline", "protocol_summary", "rebuild", "run_report", "write_metrics", "write_report"]
 
 # what a figure can fail with (bad files, missing data, a model that cannot explain itself): the
 # report is still written and says why the figure is missing
@@ -103,6 +103,53 @@ def rebuild(run_dir, device=None, weights: str = "last", data_root=None):
     return model, _rebuild_data(config, device, data_root), label
 
 
+def protocol_summary(history, config: dict | None = None) -> dict:
+    """The headline figures and how they were chosen (metrics.json's protocol keys).
+
+    "validation": best.pt and every decision used the validation split; ``val_chosen_test_acc`` is
+    the test accuracy of the epoch chosen on validation. "test-only": nothing was chosen; the
+    headline is ``final_test_acc``, and ``peak_test_acc`` was chosen on the test set (optimistic).
+    """
+    n = len(history)
+    settings = (config or {}).get("settings") or {}
+    patience = (settings.get("schedule") or {}).get("patience")
+    planned = (settings.get("schedule") or {}).get("epochs")
+    chosen = history.val_chosen_epoch
+    peak = history.peak_test_epoch
+    return {
+        "protocol": history.protocol,
+        "epochs": n,
+        "final_test_acc": history.final_test_acc,
+        "final_val_acc": history.val_acc[-1] if history.has_val else None,
+        "val_chosen_epoch": chosen,
+        "val_chosen_val_acc": history.val_acc[chosen - 1] if chosen else None,
+        "val_chosen_test_acc": history.test_acc[chosen - 1] if chosen else None,
+        "peak_test_acc": history.test_acc[peak - 1] if peak else None,
+        "peak_test_epoch": peak,
+        "peak_test_note": "chosen on the test set: an optimistic figure, not a model selection",
+        "best_epoch": history.best_epoch,  # the epoch best.pt holds
+        "best_chosen_on": "validation accuracy" if history.has_val else "test accuracy",
+        "best_test_acc": history.best_test_acc,
+        "stopped_early": bool(patience is not None and history.has_val and n < (planned or n + 1)
+                              and history.epochs_without_improvement() >= patience),
+    }
+
+
+def headline(summary: dict, history) -> str:
+    """The one line a finished run prints: the final test accuracy and how anything was chosen."""
+    text = f"test accuracy {summary['accuracy']:.2f}% (final epoch)"
+    if history.has_val:
+        e = history.val_chosen_epoch
+        text += (f"; chosen on validation: epoch {e} (val {history.val_acc[e - 1]:.2f}%, test "
+                 f"{history.test_acc[e - 1]:.2f}%)")
+        if summary.get("stopped_early"):
+            text += "; stopped early"
+    else:
+        e = history.peak_test_epoch
+        text += f"; peak {history.test_acc[e - 1]:.2f}% at epoch {e} (chosen on the test set)"
+    return text
+
+
 def write_metrics(out_dir, model, data, device, history, tta_flip: bool = False, **extra) -> dict:
     """Write ``out_dir/metrics.json`` (whole test set: accuracy, per-class, confusion matrix); return it.
 
@@ -114,15 +161,12 @@ def write_metrics(out_dir, model, data, device, history, tta_flip: bool = False,
     test_loader = data.test_loader if hasattr(data, "test_loader") else data[1]  # bundle or (train, test)
     summary = metrics.summary(model, test_loader, device, classes=getattr(data, "classes", None),
                               tta_flip=tta_flip)
-    summary.update({
-        "model_weights": "last epoch",
-        "epochs": len(history),
-        "final_test_acc": history.test_acc[-1],
-        "best_epoch": history.best_epoch,
-        "best_test_acc": history.best_test_acc,
-        "train_time_s": float(sum(history.epoch_time)),  # all epochs, train + test
-        **extra,
-    })
+    try:
+        config = RunDir(out_dir).read_config(False)
+    except (OSError, ValueError):
+        config = None
+    summary.update({"model_weights": "last epoch", **protocol_summary(history, config)})
+    summary.update({"train_time_s": float(sum(history.epoch_time)), **extra})  # all epochs, train + val + test
     RunDir(out_dir).write_metrics(summary)
     return summary
 
@@ -179,10 +223,21 @@ def _results_rows(history, config, metrics_json, model_name) -> list[tuple[str, 
     rows = []
     n = len(history.test_acc)
     if n:
-        best = history.best_epoch
+        rows.append(("protocol", "validation split: best.pt, the plateau schedule and early stopping watch the "
+                                 "validation set, never the test set" if history.has_val else
+                                 "test-only (no validation split): nothing is chosen on the test set; the headline "
+                                 "is the final epoch"))
+        rows.append(("final test accuracy", f"{history.test_acc[-1]:.2f} % (epoch {n})"))
+        if history.has_val:
+            chosen = history.val_chosen_epoch
+            rows += [
+                ("final validation accuracy", f"{history.val_acc[-1]:.2f} %"),
+                ("test accuracy of the epoch chosen on validation",
+                 f"{history.test_acc[chosen - 1]:.2f} % (epoch {chosen}, validation {history.val_acc[chosen - 1]:.2f} %)"),
+            ]
+        peak = history.peak_test_epoch
         rows += [
-            ("final test accuracy", f"{history.test_acc[-1]:.2f} % (epoch {n})"),
-            ("best test accuracy", f"{history.test_acc[best - 1]:.2f} % (epoch {best})"),
+            ("peak test accuracy (chosen on the test set)", f"{history.test_acc[peak - 1]:.2f} % (epoch {peak})"),
             ("final test loss", f"{history.test_loss[-1]:.4f}"),
             ("final train accuracy / loss", f"{history.train_acc[-1]:.2f} % / {history.train_loss[-1]:.4f}"),
         ]
@@ -194,7 +249,8 @@ def _results_rows(history, config, metrics_json, model_name) -> list[tuple[str, 
     if history.epoch_time:
         total = sum(history.epoch_time)
         per_epoch = _fmt_time(total / len(history.epoch_time))
-        rows.append(("training time", f"{_fmt_time(total)} ({per_epoch} per epoch, train + test)"))
+        parts = "train + validation + test" if history.has_val else "train + test"
+        rows.append(("training time", f"{_fmt_time(total)} ({per_epoch} per epoch, {parts})"))
     params = config.get("parameters")
     model = model_name or config.get("model") or "-"
     if config.get("model") and model_name and config["model"] != model_name:

@@ -12,11 +12,14 @@ Files of a run (every one written atomically: temp file in the folder, fsync, ``
 
     config.json      settings, model spec, data description, resolved device/precision
     last.pt          model, optimizer, scheduler, scaler, epoch, history, RNG states, config
-    best.pt          weights of the best epoch, with epoch and config
+    best.pt          weights of the best epoch (highest validation accuracy with a validation split,
+                     else highest test accuracy: chosen on the test set), with epoch and config
     history.json     per-epoch curves (History)
+    metrics.csv      the same, one row per epoch: epoch, lr, train/val/test loss and accuracy, seconds
     metrics.json     whole-test-set figures of the final weights
     lr_finder.json   LR range test curve and suggestion (+ lr_finder.png)
     report.md        the report, with the figures in FIGURE_FILES beside it
+    tensorboard/     TensorBoard event files (with ``tensorboard=True``)
 
 ``config.json`` format 2: ``{"format": "woollylib-run", "version": 2, "model": ModelSpec,
 "settings": Settings.to_dict(), "resolved": {...}, "data": {...}, "extra": {...}}``. Format 1
@@ -50,7 +53,9 @@ __all__ = [
     "LR_FINDER",
     "LR_FINDER_PNG",
     "METRICS",
+    "METRICS_CSV",
     "REPORT",
+    "TENSORBOARD",
     "History",
     "ModelSpec",
     "RunDir",
@@ -65,6 +70,9 @@ __all__ = [
 
 CONFIG, LAST, BEST, HISTORY, METRICS = "config.json", "last.pt", "best.pt", "history.json", "metrics.json"
 LR_FINDER, LR_FINDER_PNG, REPORT = "lr_finder.json", "lr_finder.png", "report.md"
+METRICS_CSV, TENSORBOARD = "metrics.csv", "tensorboard"  # per-epoch table; TensorBoard event folder
+METRICS_CSV_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                       "seconds")
 FIGURE_FILES = {  # report figures, by key
     "curves": "curves.png",
     "lr_finder": LR_FINDER_PNG,
@@ -76,7 +84,7 @@ FIGURE_FILES = {  # report figures, by key
 }
 RUN_MARKERS = (LAST, BEST, HISTORY)  # a folder with any of these holds a run (also one of format 1)
 LOCK = ".woollylib.lock"
-OWN_FILES = (CONFIG, LAST, BEST, HISTORY, METRICS, LR_FINDER, REPORT, LOCK, *FIGURE_FILES.values())
+OWN_FILES = (CONFIG, LAST, BEST, HISTORY, METRICS_CSV, METRICS, LR_FINDER, REPORT, LOCK, *FIGURE_FILES.values())
 
 
 def _is_temp(name: str) -> bool:
@@ -90,14 +98,21 @@ CHECKPOINT_VERSION = 1
 
 @dataclass
 class History:
-    """Per-epoch curves of one run (epochs are 1-based when reported, lists are 0-based)."""
+    """Per-epoch curves of one run (epochs are 1-based when reported, lists are 0-based).
+
+    ``val_loss``/``val_acc`` are empty without a validation split. ``best_epoch`` is the epoch
+    ``best.pt`` holds: the highest validation accuracy with a split (``val_chosen_epoch``), else the
+    highest test accuracy (``peak_test_epoch``: chosen on the test set, so not a model selection).
+    """
 
     train_loss: list[float] = field(default_factory=list)  # mean per sample
     train_acc: list[float] = field(default_factory=list)  # percent, 0..100
     test_loss: list[float] = field(default_factory=list)  # mean per sample
     test_acc: list[float] = field(default_factory=list)  # percent, 0..100
     lr: list[float] = field(default_factory=list)  # learning rate of every optimizer step
-    epoch_time: list[float] = field(default_factory=list)  # seconds per epoch (train + test)
+    epoch_time: list[float] = field(default_factory=list)  # seconds per epoch (train + val + test)
+    val_loss: list[float] = field(default_factory=list)  # mean per sample; [] without a validation split
+    val_acc: list[float] = field(default_factory=list)  # percent, 0..100
 
     def __len__(self) -> int:
         return len(self.train_loss)
@@ -108,23 +123,76 @@ class History:
         return len(self.train_loss)
 
     @property
+    def has_val(self) -> bool:
+        return bool(self.val_acc)
+
+    @property
+    def protocol(self) -> str:
+        """"validation" (decisions on the validation split) or "test-only" (no split)."""
+        return "validation" if self.has_val else "test-only"
+
+    @property
+    def val_chosen_epoch(self) -> int | None:
+        """1-based epoch with the highest validation accuracy (earliest on ties); None without a split."""
+        return int(np.argmax(self.val_acc)) + 1 if self.val_acc else None
+
+    @property
+    def peak_test_epoch(self) -> int | None:
+        """1-based epoch with the highest test accuracy (chosen on the test set: optimistic)."""
+        return int(np.argmax(self.test_acc)) + 1 if self.test_acc else None
+
+    @property
     def best_epoch(self) -> int | None:
-        """1-based epoch with the highest test accuracy (earliest on ties); None when empty."""
-        if not self.test_acc:
-            return None
-        return int(np.argmax(self.test_acc)) + 1
+        """The epoch best.pt holds: ``val_chosen_epoch`` with a split, else ``peak_test_epoch``."""
+        return self.val_chosen_epoch if self.has_val else self.peak_test_epoch
 
     @property
     def best_test_acc(self) -> float | None:
-        return max(self.test_acc) if self.test_acc else None
+        """Test accuracy of ``best_epoch`` (with a split: of the epoch chosen on validation)."""
+        best = self.best_epoch
+        return self.test_acc[best - 1] if best is not None else None
 
-    def append(self, *, train_loss, train_acc, test_loss, test_acc, lrs, epoch_time) -> None:
+    def epochs_without_improvement(self) -> int:
+        """Epochs since the lowest validation loss (0 when the last epoch has it, or without a split)."""
+        if not self.val_loss:
+            return 0
+        return len(self.val_loss) - (int(np.argmin(self.val_loss)) + 1)
+
+    @property
+    def final_test_acc(self) -> float | None:
+        return self.test_acc[-1] if self.test_acc else None
+
+    def append(self, *, train_loss, train_acc, test_loss, test_acc, lrs, epoch_time, val_loss=None,
+               val_acc=None) -> None:
+        if (val_loss is None) != (val_acc is None) or (val_acc is None and self.val_acc) or \
+                (val_acc is not None and len(self.val_acc) != len(self.train_loss)):
+            raise ValueError("validation figures must be given for every epoch of a run or for none")
         self.train_loss.append(float(train_loss))
         self.train_acc.append(float(train_acc))
         self.test_loss.append(float(test_loss))
         self.test_acc.append(float(test_acc))
         self.lr.extend(float(x) for x in lrs)
         self.epoch_time.append(float(epoch_time))
+        if val_acc is not None:
+            self.val_loss.append(float(val_loss))
+            self.val_acc.append(float(val_acc))
+
+    def rows(self) -> list[dict]:
+        """One dict per epoch (metrics.csv): epoch, lr (of its last step), losses, accuracies, seconds."""
+        lrs = self.lr
+        per = len(lrs) // len(self) if len(self) and len(lrs) % len(self) == 0 else None
+        out = []
+        for i in range(len(self)):
+            out.append({
+                "epoch": i + 1,
+                "lr": lrs[(i + 1) * per - 1] if per else None,
+                "train_loss": self.train_loss[i], "train_acc": self.train_acc[i],
+                "val_loss": self.val_loss[i] if self.has_val else None,
+                "val_acc": self.val_acc[i] if self.has_val else None,
+                "test_loss": self.test_loss[i], "test_acc": self.test_acc[i],
+                "seconds": self.epoch_time[i] if i < len(self.epoch_time) else None,
+            })
+        return out
 
     def to_dict(self) -> dict[str, list[float]]:
         return {k: [float(x) for x in v] for k, v in asdict(self).items()}
@@ -217,6 +285,20 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON atomically."""
     text = json.dumps(obj, indent=2, allow_nan=True) + "\n"
     return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def metrics_csv(history: History) -> str:
+    """metrics.csv's text: a header and one row per epoch (empty cells where a figure does not exist)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(METRICS_CSV_COLUMNS)
+    for row in history.rows():
+        w.writerow(["" if row[k] is None else (row[k] if k == "epoch" else repr(float(row[k])))
+                    for k in METRICS_CSV_COLUMNS])
+    return buf.getvalue()
 
 
 def _read_json(path: Path):
@@ -435,7 +517,7 @@ class RunDir:
         """Entries of the folder that woollylib did not write."""
         if not self.path.is_dir():
             return []
-        own = set(OWN_FILES) if self.is_run() else {LOCK}
+        own = {*OWN_FILES, TENSORBOARD} if self.is_run() else {LOCK}
         return sorted(p.name for p in self.path.iterdir() if p.name not in own and not _is_temp(p.name))
 
     def check_fresh(self, overwrite: bool = False, flags: tuple[str, str] = ("resume=True", "overwrite=True")):
@@ -476,6 +558,10 @@ class RunDir:
         for name in OWN_FILES:
             if name != LOCK and name not in keep:
                 (self.path / name).unlink(missing_ok=True)
+        if TENSORBOARD not in keep and (self.path / TENSORBOARD).is_dir():
+            import shutil
+
+            shutil.rmtree(self.path / TENSORBOARD)
         self.clean_temp()
 
     def preflight(self, checkpoint_bytes: int) -> None:
@@ -519,9 +605,13 @@ class RunDir:
             on_disk = self.read_history().to_dict() if self.has(HISTORY) else None
         except (ValueError, TypeError):
             on_disk = None
-        if on_disk != history.to_dict():
+        try:
+            csv_ok = (self.path / METRICS_CSV).read_text(encoding="utf-8") == metrics_csv(history)
+        except (OSError, UnicodeDecodeError):
+            csv_ok = False
+        if on_disk != history.to_dict() or not csv_ok:
             self.write_history(history)
-            fixed.append(HISTORY)
+            fixed.append(HISTORY if on_disk != history.to_dict() else METRICS_CSV)
         best_epoch = history.best_epoch
         try:
             best = self.load("best") if self.has(BEST) else None
@@ -589,6 +679,8 @@ class RunDir:
         return atomic_save(ckpt, self.path / BEST)
 
     def write_history(self, history: History) -> Path:
+        """metrics.csv, then history.json (the same figures: one row per epoch, and the curves)."""
+        _atomic_write(self.path / METRICS_CSV, lambda f: f.write(metrics_csv(history).encode("utf-8")))
         return history.save(self.path / HISTORY)
 
     def write_metrics(self, summary: dict) -> Path:
@@ -618,9 +710,14 @@ class RunDir:
 
 
 def best_checkpoint(model_state: dict, epoch: int, history: History, config: dict | None) -> dict:
-    """best.pt's content: the weights of ``epoch`` with its test figures."""
-    return {"version": CHECKPOINT_VERSION, "model": model_state, "epoch": epoch,
-            "test_acc": history.test_acc[epoch - 1], "test_loss": history.test_loss[epoch - 1], "config": config}
+    """best.pt's content: the weights of ``epoch`` with its test (and validation) figures and how it
+    was chosen ("validation accuracy", or "test accuracy": chosen on the test set)."""
+    out = {"version": CHECKPOINT_VERSION, "model": model_state, "epoch": epoch,
+           "test_acc": history.test_acc[epoch - 1], "test_loss": history.test_loss[epoch - 1], "config": config,
+           "chosen_on": "validation accuracy" if history.has_val else "test accuracy"}
+    if history.has_val:
+        out.update(val_acc=history.val_acc[epoch - 1], val_loss=history.val_loss[epoch - 1])
+    return out
 
 
 class RunLock:

@@ -45,6 +45,8 @@ from .run import (
     CONFIG_VERSION,
     HISTORY,
     LAST,
+    METRICS_CSV,
+    TENSORBOARD,
     History,
     ModelSpec,
     RunDir,
@@ -194,6 +196,8 @@ def _split_data(data) -> tuple[Any, Any, dict]:
         for key in ("name", "classes", "mean", "std"):
             if getattr(data, key, None) is not None:
                 info[key] = jsonable(getattr(data, key))
+        if getattr(data, "val_loader", None) is not None:
+            info["val"] = jsonable(getattr(data, "val_info", None) or {"requested": "loader"})
         return data.train_loader, data.test_loader, info
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return data[0], data[1], {}
@@ -201,6 +205,18 @@ def _split_data(data) -> tuple[Any, Any, dict]:
         f"data must be a DataBundle (from woollylib.preloading.get_data) or a (train_loader, test_loader) "
         f"pair, got {type(data).__name__}"
     )
+
+
+def _check_tensorboard(run_dir) -> None:
+    """tensorboard=True needs a run directory and the tensorboard package (an optional extra)."""
+    if run_dir is None:
+        raise ValueError("tensorboard=True writes OUT/tensorboard; pass out_dir= (CLI: --out)")
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "tensorboard=True (--tensorboard) needs the tensorboard package: pip install 'woollylib[tensorboard]' "
+            f"(or pip install tensorboard); {exc}") from exc
 
 
 def _steps_per_epoch(loader) -> int:
@@ -339,7 +355,7 @@ class Trainer:
         optimizer: a name (``settings.optim.name``) or a ``torch.optim.Optimizer`` instance.
         scheduler (flat keyword): a name (``settings.schedule.name``) or a torch scheduler instance
             built on the optimizer (OneCycleLR, CyclicLR: stepped per batch; ReduceLROnPlateau: per
-            epoch on the test loss; any other: per epoch). Its optimizer is the one trained.
+            epoch on the validation loss, or the training loss without a split; any other: per epoch). Its optimizer is the one trained.
         criterion (flat keyword): ``criterion(outputs, labels) -> mean loss`` for training and test
             loss (a loss module such as ``nn.NLLLoss()`` or a callable); default cross-entropy.
         config: extra JSON-able entries kept in config.json under "extra".
@@ -370,6 +386,7 @@ class Trainer:
         scheduler_instance, optimizer = _scheduler_instance(flat, optimizer)
         self.criterion = _criterion(flat.pop("criterion", None), flat.get("label_smoothing"), self.device)
         s = self.settings = self._settings(settings, epochs, optimizer, flat)
+        data = self._validation_data(data)
         self.run_dir = RunDir(s.run.out_dir) if s.run.out_dir is not None else None
         self.out_dir = self.run_dir.path if self.run_dir is not None else None
         self.resume, self.overwrite, self.seed = s.run.resume, s.run.overwrite, s.run.seed
@@ -412,10 +429,42 @@ class Trainer:
         self._rng_to_restore = None
         self._resume_ckpt = ckpt
         self._signals = _NO_SIGNALS
+        self._tb = None  # the TensorBoard writer while fit() runs (tensorboard=True)
+        if s.run.tensorboard:
+            _check_tensorboard(self.run_dir)
         if ckpt is not None:
             self._restore(ckpt)
 
     # ---- construction steps
+
+    def _validation_data(self, data):
+        """Hold out ``val_split`` (a DataBundle is rebuilt with it); set ``val_loader`` (None without a
+        split) and check that early stopping has something to watch."""
+        d = self.settings.data
+        has_val = getattr(data, "val_loader", None) is not None
+        if d.val_split is not None and not has_val:
+            if not hasattr(data, "with_val_split"):
+                raise ValueError(
+                    f"val_split={d.val_split!r} needs the data as a DataBundle from woollylib.preloading.get_data "
+                    "(it rebuilds the loaders without the held-out images); with your own loaders pass "
+                    "get_data(..., val_split=...) or a DataBundle with a val_loader")
+            data = data.with_val_split(d.val_split, d.val_seed)
+            self.train_loader, self.test_loader, self.data_info = _split_data(data)
+        elif has_val and d.val_split is not None:
+            given = (getattr(data, "val_info", None) or {}).get("requested")
+            if given not in ("source", "loader") and given != d.val_split:
+                raise ValueError(f"the data already holds out val_split={given!r} but val_split={d.val_split!r} "
+                                 "was passed; pass only one")
+        elif has_val:
+            requested = (getattr(data, "val_info", None) or {}).get("requested")
+            d.val_split = requested if isinstance(requested, (int, float)) else None
+        self.val_loader = getattr(data, "val_loader", None)
+        if self.settings.schedule.patience is not None and self.val_loader is None:
+            raise ValueError(
+                f"early stopping (patience={self.settings.schedule.patience}) watches the validation loss, and "
+                "this run has no validation split; pass val_split=0.1 (CLI: --val-split 0.1), or drop patience "
+                "(never stop on the test set)")
+        return data
 
     def _settings(self, settings, epochs, optimizer, flat) -> Settings:
         lr, max_lr = flat.pop("lr", None), flat.pop("max_lr", None)
@@ -559,6 +608,13 @@ class Trainer:
 
         diffs = [f"{name}: run has {get(then, where)!r}, now {get(now, where)!r}" for name, where in keys
                  if get(then, where) is not None and get(then, where) != get(now, where)]
+        split_then, split_now = get(then, ("data", "val")), get(now, ("data", "val"))
+        if (split_then is None) != (split_now is None) or (
+                split_then and split_now and split_then.get("sha256") != split_now.get("sha256")):
+            def text(v):
+                return "none" if v is None else f"{v.get('count')} images, seed {v.get('seed')}"
+            diffs.append(f"validation split: run has {text(split_then)}, now {text(split_now)} (pass the run's "
+                         "val_split and seed)")
         if diffs:
             raise ValueError(
                 f"cannot resume {path} with different settings ({'; '.join(diffs)}); use the run's settings "
@@ -597,7 +653,9 @@ class Trainer:
             if first_save and not getattr(self, "_marker_written", False):
                 run.write_config(self.config)
                 if self.overwrite and not self.resume:  # what is left of the replaced run is stale now
-                    run.remove_run_files(keep=(CONFIG, LAST, HISTORY) + ((BEST,) if is_best else ()))
+                    run.remove_run_files(keep=(CONFIG, LAST, HISTORY, METRICS_CSV, TENSORBOARD)
+                                         + ((BEST,) if is_best else ()))
+                    self._prune_tensorboard()
 
     def _start_run_dir(self) -> None:
         """Under the lock, before the first epoch: refuse what changed since construction, clean up,
@@ -633,6 +691,11 @@ class Trainer:
             if self.run_dir is not None:
                 stack.enter_context(self.run_dir.lock())
                 self._start_run_dir()
+                if self.settings.run.tensorboard:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self._tb = SummaryWriter(str(self.run_dir / TENSORBOARD))
+                    stack.callback(self._close_tensorboard)
             self._signals = stack.enter_context(StopSignals())
             try:
                 return self._fit_epochs(end)
@@ -642,6 +705,19 @@ class Trainer:
                     (self.run_dir / CONFIG).unlink(missing_ok=True)  # no epoch done: leave the folder as it was
                 raise
 
+    def _prune_tensorboard(self) -> None:
+        """--overwrite: the replaced run's event files go with its other files (at the first save)."""
+        folder = self.run_dir / TENSORBOARD
+        mine = Path(self._tb.file_writer.event_writer._file_name).name if self._tb is not None else None
+        if folder.is_dir():
+            for f in folder.iterdir():
+                if f.name != mine and f.name.startswith("events.out.tfevents") and f.is_file():
+                    f.unlink()
+
+    def _close_tensorboard(self) -> None:
+        self._tb.close()
+        self._tb = None
+
     def _fit_epochs(self, end: int) -> History:
         from .bp.engine import NonFiniteLossError
 
@@ -649,7 +725,14 @@ class Trainer:
         epoch = self.start_epoch
         try:
             for epoch in range(self.start_epoch + 1, end + 1):
+                if self.stopped_early:
+                    break
                 self.run_epoch(epoch)
+            if self.stopped_early and self.verbose:
+                h = self.history
+                print(f"early stopping after epoch {len(h)}: the validation loss has not improved for "
+                      f"{h.epochs_without_improvement()} epochs (patience {self.settings.schedule.patience}; "
+                      f"lowest {min(h.val_loss):.4f} at epoch {int(np.argmin(h.val_loss)) + 1})", flush=True)
         except KeyboardInterrupt as exc:
             if self.verbose:
                 what = getattr(exc, "signal_name", None) or "interrupted"
@@ -671,11 +754,14 @@ class Trainer:
             seed_everything(self.seed)
 
     def run_epoch(self, epoch: int) -> dict:
-        """Train and test epoch ``epoch`` (1-based), record it, save, print; return its figures."""
-        from .bp.engine import evaluate, train_epoch
+        """Train, validate (with a split) and test epoch ``epoch`` (1-based), record it, save, print;
+        return its figures. Every decision (the plateau schedule, best.pt, early stopping) looks at the
+        validation split; without one the plateau schedule watches the training loss and best.pt is the
+        peak test epoch, labelled as chosen on the test set."""
+        from .bp.engine import train_epoch
         from .scheduler import scheduler_steps_per_batch, step_epoch_scheduler
 
-        for loader in (self.train_loader, self.test_loader):
+        for loader in (self.train_loader, self.val_loader, self.test_loader):
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(epoch - 1)
         per_batch = self.scheduler is not None and scheduler_steps_per_batch(self.scheduler)
@@ -683,21 +769,49 @@ class Trainer:
         tr = train_epoch(self.net, self.train_loader, self.optimizer, device=self.device,
                          scheduler=self.scheduler if per_batch else None, scaler=self.scaler,
                          progress=self.progress, epoch=epoch, **self.engine_options)
-        te = evaluate(self.net, self.test_loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
-                      criterion=self.criterion)
-        step_epoch_scheduler(self.scheduler, te["loss"])  # no-op for per-batch ones
+        va = self.evaluate(self.val_loader) if self.val_loader is not None else None
+        te = self.evaluate(self.test_loader)
+        step_epoch_scheduler(self.scheduler, (va or tr)["loss"])  # never the test loss; no-op per batch
         seconds = time.perf_counter() - t0
-        best_before = self.history.best_test_acc
-        self.history.append(train_loss=tr["loss"], train_acc=tr["acc"], test_loss=te["loss"],
-                            test_acc=te["acc"], lrs=tr["lrs"], epoch_time=seconds)
-        self._save(epoch, is_best=best_before is None or te["acc"] > best_before)
+        h = self.history
+        chosen = h.val_acc if va is not None else h.test_acc
+        best_before = max(chosen) if chosen else None
+        h.append(train_loss=tr["loss"], train_acc=tr["acc"], test_loss=te["loss"], test_acc=te["acc"],
+                 lrs=tr["lrs"], epoch_time=seconds, val_loss=va["loss"] if va else None,
+                 val_acc=va["acc"] if va else None)
+        now = va if va is not None else te
+        self._save(epoch, is_best=best_before is None or now["acc"] > best_before)
+        self._log_tensorboard(epoch)
         self.start_epoch = epoch  # a later fit() call continues from here
         if self.verbose:
             lr_now = tr["lrs"][-1] if tr["lrs"] else self.optimizer.param_groups[0]["lr"]
-            print(f"epoch {epoch:>3}/{self.epochs}  train loss {tr['loss']:.4f} acc {tr['acc']:6.2f}%  "
+            val = f"val loss {va['loss']:.4f} acc {va['acc']:6.2f}%  " if va is not None else ""
+            print(f"epoch {epoch:>3}/{self.epochs}  train loss {tr['loss']:.4f} acc {tr['acc']:6.2f}%  {val}"
                   f"test loss {te['loss']:.4f} acc {te['acc']:6.2f}%  lr {lr_now:.3g}  {seconds:.1f} s",
                   flush=True)
-        return {"train": tr, "test": te, "seconds": seconds}
+        return {"train": tr, "val": va, "test": te, "seconds": seconds}
+
+    def evaluate(self, loader) -> dict:
+        """``{'loss', 'acc', 'samples'}`` of the current model on ``loader`` (test or validation)."""
+        from .bp.engine import evaluate
+
+        return evaluate(self.net, loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
+                        criterion=self.criterion)
+
+    @property
+    def stopped_early(self) -> bool:
+        """Early stopping: the validation loss has not improved for ``patience`` epochs."""
+        patience = self.settings.schedule.patience
+        return patience is not None and self.history.epochs_without_improvement() >= patience
+
+    def _log_tensorboard(self, epoch: int) -> None:
+        if self._tb is None:
+            return
+        for key, value in self.history.rows()[epoch - 1].items():
+            if key != "epoch" and value is not None:
+                group = "lr" if key == "lr" else f"{key.split('_')[1]}/{key.split('_')[0]}" if "_" in key else key
+                self._tb.add_scalar(group, value, epoch)
+        self._tb.flush()
 
     def _stop_note(self, what: str, diverged: bool = False) -> str:
         done = self._saved_epoch if self.out_dir is not None else len(self.history)

@@ -42,7 +42,7 @@ def step_epoch_scheduler(scheduler, metric: float | None = None) -> None:
         return
     if isinstance(scheduler, ReduceLROnPlateau):
         if metric is None:
-            raise ValueError("ReduceLROnPlateau needs the epoch's test loss: step_epoch_scheduler(sched, test_loss)")
+            raise ValueError("ReduceLROnPlateau needs the epoch's validation (or training) loss: step_epoch_scheduler(sched, val_loss)")
         scheduler.step(metric)
     else:
         scheduler.step()

@@ -7,6 +7,7 @@ Usage::
     data = get_data("digits", batch_size=64, augment=["horizontal_flip", "rotate"])  # a build_transforms spec
     data = get_data("digits", batch_size=64, augment="crop")         # a preset (preloading.augment)
     data = get_data("cifar10", batch_size=512, loader="device", device="cuda")  # batches made on the GPU
+    data = get_data("cifar10", val_split=5000, seed=0)   # 5,000 training images held out: data.val_loader
     images, labels = next(iter(data.train_loader))   # float32 (B, 3, 32, 32) normalised, int64 (B,)
     train_data, test_data, train_loader, test_loader, classes = data   # unpacks too
     pixels = data.denormalize(images)                # back to [0, 1] for plotting
@@ -14,6 +15,11 @@ Usage::
 Normalisation uses the train split's own channel statistics (``data.stats``). The default
 augmentation is the dataset's preset (``augment="auto"``: none for digits, the CIFAR preset of
 pad-4 crop, flip and a 16 px cutout for the others), the same for both loaders.
+
+``val_split`` (a fraction such as 0.1 or a count such as 5000) holds out that much of the training
+source, stratified by class and seeded (``val_seed``, default ``seed``, else 0; see
+``preloading.split``), read with the test-time transforms; ``data.val_info`` records it. An
+``ImageSource`` as ``val_split`` is the validation set itself (a folder's own ``val/``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from .._checks import check_int
 from .augment import AUGMENT_PRESETS, LOADERS, augment_preset, default_augment
 from .loaders import make_loader
 from .sources import ImageSource, load_source
+from .split import stratified_split
 from .stats import channel_stats
 from .transforms import build_transforms, denormalize, test_transforms, train_transforms
 
@@ -49,6 +56,16 @@ class DataBundle:
     train_transform: Any = field(default=None, repr=False)  # None for loader="device"
     test_transform: Any = field(default=None, repr=False)
     name: str = "data"
+    val_loader: Any = None  # None without a validation split
+    val_source: ImageSource | None = None
+    val_info: dict | None = None  # requested, count, seed, sha256 of the indices (None: no split)
+    build_args: dict | None = field(default=None, repr=False)  # get_data's arguments
+
+    def with_val_split(self, val_split, val_seed: int | None = None) -> DataBundle:
+        """The same data with ``val_split`` of the training source held out (a new bundle)."""
+        if self.build_args is None:
+            raise ValueError("this DataBundle was not made by get_data; call get_data(..., val_split=...) instead")
+        return get_data(**{**self.build_args, "val_split": val_split, "val_seed": val_seed})
 
     def __iter__(self):
         """``train_data, test_data, train_loader, test_loader, classes = get_data(...)`` (the datasets
@@ -75,6 +92,8 @@ def get_data(
     test_batch_size: int | None = None,
     verbose: bool = True,
     loader_kw: dict | None = None,
+    val_split: float | ImageSource | None = None,
+    val_seed: int | None = None,
     **kw: Any,
 ) -> DataBundle:
     """Load a dataset and build its train/test loaders.
@@ -85,12 +104,15 @@ def get_data(
     ("auto" = the dataset's default, "cifar", "crop", "none"; True/None = "cifar", False = "none"),
     or, for the albumentations loader, a ``build_transforms`` spec. ``loader_kw`` goes to
     make_loader / DeviceLoader (there it overrides the preset's options), ``kw`` to the source
-    loader (e.g. ``test_fraction=`` for digits).
+    loader (e.g. ``test_fraction=`` for digits). ``val_split``/``val_seed``: see the module docstring.
     """
+    build_args = {k: v for k, v in locals().items() if k not in ("kw", "val_split", "val_seed")}
+    build_args.update(kw)
     check_int("batch_size", batch_size)
     if loader not in LOADERS:
         raise ValueError(f"unknown loader {loader!r}; use 'albumentations' or 'device'")
     train_source, test_source, label = _sources(name, root, download, kw)
+    train_source, val_source, val_info = _hold_out(train_source, val_split, val_seed, seed)
     stats = channel_stats(train_source, verbose=verbose)
     mean, std = stats["mean"], tuple(max(s, 1e-3) for s in stats["std"])  # guard a constant channel
     test_bs = test_batch_size or batch_size
@@ -106,6 +128,8 @@ def get_data(
                                     seed=seeds[0], **options)
         test_loader = DeviceLoader(test_source, test_bs, train=False, mean=mean, std=std, device=device,
                                    seed=seeds[1], **extra)
+        val_loader = None if val_source is None else DeviceLoader(
+            val_source, test_bs, train=False, mean=mean, std=std, device=device, seed=seeds[1], **extra)
         train_tf = test_tf = None
     else:
         size = train_source.image_size[0]
@@ -117,6 +141,8 @@ def get_data(
         common = dict(num_workers=num_workers, device=device, **extra)
         train_loader = make_loader(train_source, train_tf, batch_size, train=True, seed=seeds[0], **common)
         test_loader = make_loader(test_source, test_tf, test_bs, train=False, seed=seeds[1], **common)
+        val_loader = None if val_source is None else make_loader(val_source, test_tf, test_bs, train=False,
+                                                                 seed=seeds[1], **common)
     return DataBundle(
         train_loader=train_loader,
         test_loader=test_loader,
@@ -129,7 +155,32 @@ def get_data(
         train_transform=train_tf,
         test_transform=test_tf,
         name=label,
+        val_loader=val_loader,
+        val_source=val_source,
+        val_info=val_info,
+        build_args=build_args,
     )
+
+
+def _hold_out(train_source: ImageSource, val_split, val_seed, seed):
+    """(train, val, info): the validation set held out of ``train_source`` (or given as a source)."""
+    if val_split is None:
+        if val_seed is not None:
+            raise ValueError("val_seed= needs val_split= (a fraction such as 0.1 or a count)")
+        return train_source, None, None
+    if isinstance(val_split, ImageSource):
+        if val_split.classes != train_source.classes:
+            raise ValueError(f"the validation source has classes {val_split.classes} but the training source "
+                             f"{train_source.classes}")
+        if val_split.image_size != train_source.image_size:
+            raise ValueError(f"validation images are {val_split.image_size} but training images "
+                             f"{train_source.image_size}; resize one")
+        return train_source, val_split, {"requested": "source", "source": val_split.name, "count": len(val_split)}
+    split_seed = val_seed if val_seed is not None else (seed if seed is not None else 0)
+    split = stratified_split(train_source.labels, val_split, seed=split_seed, classes=train_source.classes)
+    info = split.info()
+    return (train_source.subset(split.train, name=train_source.name),
+            train_source.subset(split.val, name=f"{train_source.name}-val"), info)
 
 
 def _sources(name, root, download, kw) -> tuple[ImageSource, ImageSource, str]:

@@ -71,7 +71,7 @@ def reduce_on_plateau(
     min_lr: float = 0.0,
     cooldown: int = 0,
 ) -> ReduceLROnPlateau:
-    """torch's ReduceLROnPlateau, stepped once per epoch on the test loss (``mode="min"``):
+    """torch's ReduceLROnPlateau, stepped once per epoch on the validation loss (the training loss without a split) (``mode="min"``):
     the lr is multiplied by ``factor`` after ``patience`` epochs without improvement."""
     check_choice("mode", mode, ("min", "max"), hint="'min' for a loss, 'max' for an accuracy")
     check_range("factor", factor, 0, 1, closed="()")

@@ -317,18 +317,22 @@ def _curves(history) -> dict[str, list[float]]:
 
 
 def plot_history(history, *, title: str | None = None, save_path=None):
-    """Train/test loss and accuracy per epoch (History or dict with train_loss, test_acc...)."""
+    """Train/validation/test loss and accuracy per epoch (History or dict with train_loss, test_acc...).
+
+    The star marks the epoch best.pt holds: chosen on validation accuracy when the run has a
+    validation split, else the peak test accuracy (labelled as chosen on the test set)."""
     h = _curves(history)
     if not any(h.get(k) for k in ("train_loss", "test_loss", "train_acc", "test_acc")):
         raise ValueError("the history has no train_loss/test_loss/train_acc/test_acc values yet.")
     fig = _figure(10, 3.8)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, kind, unit in ((ax_loss, "loss", "cross-entropy per sample"), (ax_acc, "acc", "%")):
-        for split, style in (("train", "-o"), ("test", "-s")):
+        for split, style in (("train", "-o"), ("val", "-^"), ("test", "-s")):
             ys = h.get(f"{split}_{kind}") or []
             if ys:
                 xs = np.arange(1, len(ys) + 1)
-                ax.plot(xs, ys, style, ms=3 if len(ys) < 40 else 0, label=f"{split} "
+                name = "validation" if split == "val" else split
+                ax.plot(xs, ys, style, ms=3 if len(ys) < 40 else 0, label=f"{name} "
                         f"(last {ys[-1]:.3g}{'%' if kind == 'acc' else ''})")
         ax.set_xlabel("epoch")
         _integer_epochs(ax)
@@ -336,11 +340,16 @@ def plot_history(history, *, title: str | None = None, save_path=None):
         ax.set_title("Loss" if kind == "loss" else "Accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
-    test_acc = h.get("test_acc") or []
-    if test_acc:
+    test_acc, val_acc = h.get("test_acc") or [], h.get("val_acc") or []
+    if val_acc:
+        best = int(np.argmax(val_acc))
+        ax_acc.plot([best + 1], [val_acc[best]], "*", color="tab:red", ms=11, zorder=3,
+                    label=f"chosen on validation: epoch {best + 1}\n(test {test_acc[best]:.2f}%)")
+        ax_acc.legend(fontsize=9)
+    elif test_acc:
         best = int(np.argmax(test_acc))
         ax_acc.plot([best + 1], [test_acc[best]], "*", color="tab:red", ms=11, zorder=3,
-                    label=f"best {test_acc[best]:.2f}% @ epoch {best + 1}")
+                    label=f"peak test {test_acc[best]:.2f}% @ epoch {best + 1}\n(chosen on the test set)")
         ax_acc.legend(fontsize=9)
     fig.suptitle(title or "Training curves", fontsize=12)
     return _finish(fig, save_path)
