@@ -360,21 +360,22 @@ class Trainer:
                  settings: Settings | None = None, optimizer: str | torch.optim.Optimizer | None = None,
                  config: dict | None = None, **flat):
         from .compile import compile_model, is_compiled, unwrap_model
-        from .device import resolve_device
         from .precision import choose_precision, resolve_channels_last
 
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.train_loader, self.test_loader, self.data_info = _split_data(data)
-        self.device = resolve_device(device)
         scheduler_instance, optimizer = _scheduler_instance(flat, optimizer)
-        self.criterion = _criterion(flat.pop("criterion", None), flat.get("label_smoothing"), self.device)
+        criterion, smoothing = flat.pop("criterion", None), flat.get("label_smoothing")
         s = self.settings = self._settings(settings, epochs, optimizer, flat)
+        self.dist = self._setup_distributed(device)  # one process: world size 1, the device resolved as always
+        self.device = self.dist.device
+        self.criterion = _criterion(criterion, smoothing, self.device)
         self.run_dir = RunDir(s.run.out_dir) if s.run.out_dir is not None else None
         self.out_dir = self.run_dir.path if self.run_dir is not None else None
         self.resume, self.overwrite, self.seed = s.run.resume, s.run.overwrite, s.run.seed
         self._restart = False  # resume of a run that completed no epoch
-        self.progress, self.verbose = s.run.progress, s.run.verbose
+        self.progress, self.verbose = (s.run.progress, s.run.verbose) if self.dist.is_writer else (False, False)
         ckpt = self._check_run_dir()  # everything is validated before the disk is touched
         self.epochs = _check_epochs(s.schedule.epochs)
         self.lr = _check_lr(s.optim.lr)
@@ -382,6 +383,8 @@ class Trainer:
         self.amp = self.precision.mode
         self.channels_last = resolve_channels_last(self.device, s.engine.channels_last)
         self.model = unwrap_model(model).to(self.device)  # the plain module: checkpoints hold its weights
+        if s.engine.sync_bn and self.dist.active:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same keys as BatchNorm
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.compile = s.engine.compile
@@ -414,8 +417,25 @@ class Trainer:
         self._signals = _NO_SIGNALS
         if ckpt is not None:
             self._restore(ckpt)
+        self.eval_net = self.net  # evaluation: every rank its own share, no collective per batch
+        self.net = self.dist.wrap(self.net)  # DDP under torchrun (weights broadcast from rank 0)
+        self.dist.barrier()  # every rank has checked the run folder before rank 0 writes to it
 
     # ---- construction steps
+
+    def _setup_distributed(self, device):
+        """The process group under torchrun (``woollylib.distributed``): this rank's device, its share of
+        the data (the batch size is the global one), checks; world size 1 without torchrun."""
+        from .distributed import check_sync_bn, setup
+        from .preloading.shard import shard_loader
+
+        e = self.settings.engine
+        dist = setup(device, e.dist_backend, e.dist_timeout)
+        if dist.active:
+            check_sync_bn(e.sync_bn, dist.device, dist.world_size)
+            self.train_loader = shard_loader(self.train_loader, dist.rank, dist.world_size, train=True)
+            self.test_loader = shard_loader(self.test_loader, dist.rank, dist.world_size, train=False)
+        return dist
 
     def _settings(self, settings, epochs, optimizer, flat) -> Settings:
         lr, max_lr = flat.pop("lr", None), flat.pop("max_lr", None)
@@ -506,7 +526,8 @@ class Trainer:
             "resolved": {"device": str(self.device), "amp": self.amp, "channels_last": self.channels_last,
                          "precision": self.precision.to_dict(),
                          "steps_per_epoch": self.steps_per_epoch,
-                         "batch_size": getattr(self.train_loader, "batch_size", None)},
+                         "batch_size": (getattr(self.train_loader, "batch_size", None) or 0) * self.dist.world_size
+                         or None, "world_size": self.dist.world_size},
             "data": self.data_info,
             "extra": extra or {},
         })
@@ -586,6 +607,10 @@ class Trainer:
         be repaired from it), then best.pt, history.json and, on the first save, config.json."""
         if self.run_dir is None:
             return
+        if not self.dist.is_writer:  # rank 0 writes; the others wait for it
+            self._saved, self._saved_epoch = True, epoch
+            self.dist.barrier()
+            return
         with self._signals.holding():  # an interrupt waits until the files are consistent
             first_save = not self._saved
             run = self.run_dir
@@ -598,6 +623,7 @@ class Trainer:
                 run.write_config(self.config)
                 if self.overwrite and not self.resume:  # what is left of the replaced run is stale now
                     run.remove_run_files(keep=(CONFIG, LAST, HISTORY) + ((BEST,) if is_best else ()))
+        self.dist.barrier()
 
     def _start_run_dir(self) -> None:
         """Under the lock, before the first epoch: refuse what changed since construction, clean up,
@@ -630,7 +656,8 @@ class Trainer:
         """
         end = self.epochs if stop_after is None else min(int(stop_after), self.epochs)
         with contextlib.ExitStack() as stack:
-            if self.run_dir is not None:
+            stack.callback(self.dist.close)  # a process group made by this trainer ends with fit(), on any exit
+            if self.run_dir is not None and self.dist.is_writer:
                 stack.enter_context(self.run_dir.lock())
                 self._start_run_dir()
             self._signals = stack.enter_context(StopSignals())
@@ -668,11 +695,11 @@ class Trainer:
         elif self.seed is not None and self.start_epoch == 0:
             from .device import seed_everything
 
-            seed_everything(self.seed)
+            seed_everything(self.seed + self.dist.rank)  # ranks draw their own RICAP patches
 
     def run_epoch(self, epoch: int) -> dict:
         """Train and test epoch ``epoch`` (1-based), record it, save, print; return its figures."""
-        from .bp.engine import evaluate, train_epoch
+        from .bp.engine import train_epoch
         from .scheduler import scheduler_steps_per_batch, step_epoch_scheduler
 
         for loader in (self.train_loader, self.test_loader):
@@ -683,8 +710,8 @@ class Trainer:
         tr = train_epoch(self.net, self.train_loader, self.optimizer, device=self.device,
                          scheduler=self.scheduler if per_batch else None, scaler=self.scaler,
                          progress=self.progress, epoch=epoch, **self.engine_options)
-        te = evaluate(self.net, self.test_loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
-                      criterion=self.criterion)
+        tr = self.dist.reduce_metrics(tr)  # every image once over the ranks (identity on one process)
+        te = self.evaluate(self.test_loader)
         step_epoch_scheduler(self.scheduler, te["loss"])  # no-op for per-batch ones
         seconds = time.perf_counter() - t0
         best_before = self.history.best_test_acc
@@ -698,6 +725,16 @@ class Trainer:
                   f"test loss {te['loss']:.4f} acc {te['acc']:6.2f}%  lr {lr_now:.3g}  {seconds:.1f} s",
                   flush=True)
         return {"train": tr, "test": te, "seconds": seconds}
+
+    def evaluate(self, loader) -> dict:
+        """``{'loss', 'acc', 'samples'}`` of the current model on ``loader`` (test or validation); under
+        torchrun every rank evaluates its own share and the sums are reduced, so each image counts once."""
+        from .bp.engine import evaluate
+
+        self.dist.broadcast_buffers(self.model)  # rank 0's BatchNorm statistics everywhere
+        stats = evaluate(self.eval_net, loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
+                         criterion=self.criterion)
+        return self.dist.reduce_metrics(stats)
 
     def _stop_note(self, what: str, diverged: bool = False) -> str:
         done = self._saved_epoch if self.out_dir is not None else len(self.history)
