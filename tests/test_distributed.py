@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent('''
     from woollylib.bp.engine import evaluate
     from woollylib.distributed import session
     from woollylib.models import get_model
-    from woollylib.preloading import get_data
+    from woollylib.preloading import get_data, load_digits
     from woollylib.training import Trainer
 
     cfg = json.loads(open(sys.argv[1]).read())
@@ -60,8 +60,8 @@ SCRIPT = textwrap.dedent('''
         results = {}
         for job in cfg["jobs"]:
             torch.manual_seed(0)
-            data = get_data("digits", batch_size=BATCH_SIZE, seed=0, verbose=False, num_workers=0, augment="none",
-                            loader_kw={"drop_last": True})
+            data = get_data((load_digits(True, image_size=16).subset(range(512)), load_digits(False, image_size=16)),
+                            batch_size=BATCH_SIZE, seed=0, verbose=False, num_workers=0, augment=cfg.get("augment", "none"))
             model = get_model("compact", num_classes=10, **cfg.get("model", {}))
             t = Trainer(model, data, "cpu", epochs=job["epochs"], lr=0.05, out_dir=job["out"], progress=False,
                         resume=job.get("resume", False), seed=0, **cfg.get("kw", {}))
@@ -114,7 +114,9 @@ def _launch(tmp_path, jobs, timeout=240, **cfg):
     return proc.returncode, out, ranks, dump
 
 
-def _sd_close(a: dict, b: dict, atol=1e-5):
+def _sd_close(a: dict, b: dict, atol=1e-4):
+    """Equal up to float32 reduction order (2 processes sum their gradients in another order; observed
+    up to 2e-5 after 16 SGD steps; one epoch less moves them by > 1e-2)."""
     assert a.keys() == b.keys()
     for k, v in a.items():
         if v.is_floating_point():
@@ -126,11 +128,11 @@ def _sd_close(a: dict, b: dict, atol=1e-5):
 def _one_process(out, epochs, stop_after=None, resume=False):
     """The same run as the script's, on this (single) process at the global batch."""
     from woollylib.models import get_model
-    from woollylib.preloading import get_data
+    from woollylib.preloading import get_data, load_digits
 
-    torch.manual_seed(0)
-    data = get_data("digits", batch_size=BATCH, seed=0, verbose=False, num_workers=0, augment="none",
-                    loader_kw={"drop_last": True})
+    torch.manual_seed(0)  # 512 training images of 16 x 16 px: 8 global batches of 64 per epoch
+    data = get_data((load_digits(True, image_size=16).subset(range(512)), load_digits(False, image_size=16)),
+                    batch_size=BATCH, seed=0, verbose=False, num_workers=0, augment="none")
     model = get_model("compact", num_classes=10, norm="gn")
     t = Trainer(model, data, "cpu", epochs=epochs, lr=0.05, out_dir=out, progress=False, verbose=False,
                 resume=resume, seed=0)
@@ -168,6 +170,8 @@ def test_two_processes_equal_one_at_the_same_global_batch_and_resume_across_worl
         assert not any(k.startswith(("module.", "_orig_mod.")) for k in r0[key]["sd_keys"])
     straight = torch.load(dump / "straight.pt", weights_only=True)
     _sd_close(straight, ref)                                                   # 2 x B/2 == 1 x B
+    after_one = torch.load(dump / "e1.pt", weights_only=True)  # the tolerance tells one epoch apart
+    assert max((after_one[k] - ref[k]).abs().max().item() for k in ref if ref[k].is_floating_point()) > 1e-2
     _sd_close(torch.load(dump / "resumed.pt", weights_only=True), straight)    # 1 + 1 == 2 on 2 procs
     _sd_close(torch.load(dump / "from_one.pt", weights_only=True), ref)        # 1 proc -> 2 procs
 
