@@ -143,7 +143,7 @@ class Dist:
     """This process's place in the job; every method is a no-op (or the identity) on one process."""
 
     def __init__(self, dist_env: DistEnv, device: torch.device, backend: str | None = None, owned: bool = False,
-                 timeout_s: float = DEFAULT_TIMEOUT_S):
+                 timeout_s: float | None = DEFAULT_TIMEOUT_S):
         self.env, self.device, self.backend, self.owned, self.timeout_s = dist_env, device, backend, owned, timeout_s
 
     rank = property(lambda self: self.env.rank)
@@ -171,7 +171,8 @@ class Dist:
             raise DistributedError(
                 f"rank {self.rank}/{self.world_size}: {what} with the other processes failed ({exc}); another "
                 f"rank probably failed or was killed (see its error above) or took longer than the "
-                f"{self.timeout_s:g} s timeout (dist_timeout)") from exc
+                f"{'process group' if self.timeout_s is None else f'{self.timeout_s:g} s'} timeout "
+                "(dist_timeout)") from exc
 
     def barrier(self) -> None:
         if self.active:
@@ -242,7 +243,7 @@ def setup(device=None, backend: str | None = "auto", timeout_s: float = DEFAULT_
         world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
         dist_env = DistEnv(rank, dist_env.local_rank if dist_env.world_size == world else 0, world)
         return Dist(dist_env, resolve_dist_device(device, dist_env, "nccl" if "nccl" in group_backend else "gloo"),
-                    group_backend, owned=False, timeout_s=timeout_s)
+                    group_backend, owned=False, timeout_s=None)  # the group's own timeout applies
     if not dist_env.launched:
         from .device import resolve_device
 
