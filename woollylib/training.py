@@ -418,6 +418,7 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         self.eval_net = self.net  # evaluation: every rank its own share, no collective per batch
+        self._eval_shares: dict = {}  # id(loader) -> (loader, this rank's share of it)
         self.net = self.dist.wrap(self.net)  # DDP under torchrun (weights broadcast from rank 0)
         self.dist.barrier()  # every rank has checked the run folder before rank 0 writes to it
 
@@ -434,8 +435,7 @@ class Trainer:
         if dist.active:
             check_sync_bn(e.sync_bn, dist.device, dist.world_size)
             self.train_loader = shard_loader(self.train_loader, dist.rank, dist.world_size, train=True)
-            self.test_loader = shard_loader(self.test_loader, dist.rank, dist.world_size, train=False)
-        return dist
+        return dist  # evaluation loaders are sharded by evaluate()
 
     def _settings(self, settings, epochs, optimizer, flat) -> Settings:
         lr, max_lr = flat.pop("lr", None), flat.pop("max_lr", None)
@@ -730,7 +730,13 @@ class Trainer:
         """``{'loss', 'acc', 'samples'}`` of the current model on ``loader`` (test or validation); under
         torchrun every rank evaluates its own share and the sums are reduced, so each image counts once."""
         from .bp.engine import evaluate
+        from .preloading.shard import shard_loader
 
+        if self.dist.active:  # any loader (test, validation): this rank's share r::W, made once
+            shares = self._eval_shares
+            if id(loader) not in shares:
+                shares[id(loader)] = (loader, shard_loader(loader, self.dist.rank, self.dist.world_size, train=False))
+            loader = shares[id(loader)][1]
         self.dist.broadcast_buffers(self.model)  # rank 0's BatchNorm statistics everywhere
         stats = evaluate(self.eval_net, loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
                          criterion=self.criterion)

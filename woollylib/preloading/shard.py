@@ -21,7 +21,7 @@ import torch
 from ..errors import DistributedError
 from .loaders import _WORKERS, EpochSampler, SeededDataLoader, _derive, rank_positions
 
-__all__ = ["ShardedEpochSampler", "rank_positions", "shard_loader"]
+__all__ = ["ShardedEpochSampler", "is_sharded", "rank_positions", "shard_loader"]
 
 
 class ShardedEpochSampler(EpochSampler):
@@ -57,13 +57,19 @@ class ShardedEpochSampler(EpochSampler):
         return iter(out)
 
 
+def is_sharded(loader) -> bool:
+    """Whether ``loader`` already yields one rank's share (made by ``shard_loader``)."""
+    return getattr(loader, "shard", None) is not None or isinstance(getattr(loader, "sampler", None),
+                                                                     ShardedEpochSampler)
+
+
 def shard_loader(loader, rank: int, world_size: int, train: bool):
     """Rank ``rank``'s loader of ``loader`` (a woollylib ``SeededDataLoader`` or ``DeviceLoader``); a
     training loader's batch size is the global one divided by ``world_size`` (``split_batch``)."""
     from ..distributed import split_batch
     from .device_loader import DeviceLoader
 
-    if world_size == 1:
+    if world_size == 1 or is_sharded(loader):
         return loader
     batch = getattr(loader, "batch_size", None)
     local = split_batch(batch, world_size) if train else batch
