@@ -354,6 +354,11 @@ class Trainer:
     is what trains and tests: ``torch.compile(model)`` once with ``compile="default"`` (or
     "reduce-overhead", "max-autotune"), else the model itself. ``trainer.precision`` says which
     precision was chosen for the device and why (``woollylib.precision``).
+
+    Under torchrun (``woollylib.distributed``): ``trainer.dist`` is this process's rank, world size and
+    device; ``trainer.net`` is the DDP-wrapped module, ``trainer.eval_net`` the unwrapped one that
+    ``trainer.evaluate(loader)`` runs on this rank's share of any loader (sums all-reduced); the batch
+    size of the train loader is the global one; rank 0 alone writes ``out_dir`` and prints.
     """
 
     def __init__(self, model: nn.Module, data, device=None, epochs: int | None = None, *,
