@@ -18,6 +18,8 @@ This module imports only the standard library; torch and friends load inside the
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import time
 from dataclasses import fields
@@ -30,7 +32,8 @@ __all__ = ["DEFAULT_MODEL", "find_lr", "get_args_parser", "main", "train", "trai
 
 # Defaults of `train`: the settings' own (woollylib.config) plus the model and device.
 # Options that may differ when resuming (they do not change the run's results).
-RESUME_FREE = {"device", "workers", "out_dir", "resume", "overwrite", "progress", "epochs", "report", "compile"}
+RESUME_FREE = {"device", "workers", "out_dir", "resume", "overwrite", "progress", "epochs", "report", "compile",
+               "dist_backend", "dist_timeout"}
 
 
 def train_defaults() -> dict:
@@ -168,14 +171,14 @@ def _settings(args: argparse.Namespace):
     return Settings.from_flat(**{k: getattr(args, k) for k in flat_names() if hasattr(args, k)})
 
 
-def _build(args, settings):
-    """(device, data bundle, model) from parsed args."""
+def _build(args, settings, device=None):
+    """(device, data bundle, model) from parsed args (``device``: already chosen, e.g. by torchrun's rank)."""
     from .config import load_data
     from .device import resolve_device, seed_everything
     from .models import get_model
     from .run import parse_model_options
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device) if device is None else device
     print(f"Using device: {device}")
     seed_everything(args.seed)
     data = load_data(settings.data, device, args.seed)
@@ -255,11 +258,25 @@ def train(args: argparse.Namespace) -> int:
     out = Path(args.out_dir) if args.out_dir else Path("runs") / f"{dataset}-{model_name}"
     if args.resume and args.overwrite:
         raise CLIError("--resume and --overwrite contradict each other; pass only one")
-    with RunDir(out).lock():  # one writer per run directory, from the first check to the last file
+    from .distributed import env
+
+    # one writer per run directory, from the first check to the last file (under torchrun: rank 0)
+    with RunDir(out).lock() if env().rank == 0 else contextlib.nullcontext():
         return _train(args, out, defaults)
 
 
 def _train(args: argparse.Namespace, out: Path, defaults: dict) -> int:
+    from .distributed import session
+
+    backend, timeout = args.dist_backend or defaults["dist_backend"], args.dist_timeout or defaults["dist_timeout"]
+    with contextlib.ExitStack() as stack:
+        dist = stack.enter_context(session(args.device, backend, timeout))  # torn down on every exit path
+        if not dist.is_writer:  # rank 0 prints
+            stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        return _train_on(args, out, defaults, dist)
+
+
+def _train_on(args: argparse.Namespace, out: Path, defaults: dict, dist) -> int:
     from .run import RunDir
 
     if args.resume:
@@ -272,13 +289,13 @@ def _train(args: argparse.Namespace, out: Path, defaults: dict) -> int:
         raise CLIError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     settings = _settings(args)
 
-    device, data, model = _build(args, settings)
+    device, data, model = _build(args, settings, dist.device)
     found = None
     if args.find_lr:
         from .scheduler import find_lr as range_test
 
         found = range_test(model, data.train_loader, optimizer=_optimizer(args, model, 1e-7), device=device)
-        settings.optim.lr = args.lr = float(found.suggestion)  # find_lr prints the suggestion
+        settings.optim.lr = args.lr = dist.broadcast_float(found.suggestion)  # rank 0's; find_lr prints it
 
     from .training import Trainer
 
@@ -286,6 +303,8 @@ def _train(args: argparse.Namespace, out: Path, defaults: dict) -> int:
     t0 = time.perf_counter()
     history = trainer.fit()
     seconds = time.perf_counter() - t0
+    if not dist.is_writer:  # rank 0 writes the metrics and the report
+        return 0
 
     from .report import headline, write_metrics
 

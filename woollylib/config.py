@@ -156,6 +156,13 @@ class EngineConfig:
                                         "max-autotune | off (the flag alone: default); checkpoints keep the plain "
                                         "weights", cli="optional", const="default",
                                   choices=["default", "reduce-overhead", "max-autotune", "off"])
+    # more than one process (torchrun): ignored without torchrun's RANK/WORLD_SIZE (woollylib.distributed)
+    sync_bn: bool = setting(False, "torchrun: BatchNorm statistics over the global batch (SyncBatchNorm, "
+                                   "CUDA only)", cli="switch")
+    dist_backend: str = setting("auto", "torchrun: process-group backend: auto (nccl with CUDA, else gloo) | "
+                                        "nccl | gloo", choices=["auto", "nccl", "gloo"])
+    dist_timeout: float = setting(600.0, "torchrun: seconds a collective waits for the other processes before "
+                                         "failing", parse=positive_float)
 
     def __post_init__(self):
         self.amp, self.channels_last = switch(self.amp), switch(self.channels_last)
@@ -171,7 +178,8 @@ class DataConfig:
     dataset: str = setting("digits", "data set: digits | cifar10 | folder", choices=["digits", "cifar10", "folder"])
     data_dir: str | None = setting(None, "cifar10: download/cache folder (default: data); folder: DIR with "
                                          "train/<class>/* and test/<class>/* (or val/)")
-    batch_size: int = setting(32, "images per step", parse=positive_int)
+    batch_size: int = setting(32, "images per step; under torchrun the global batch, split evenly over the "
+                                  "processes (must be divisible by the world size)", parse=positive_int)
     loader: str = setting("albumentations", "batch loader", choices=["albumentations", "device"])
     augment: str = setting("auto", "train augmentation: cifar = pad-4 crop + flip + 16px cutout; crop = pad-2 "
                                    "crop only; auto = none for digits (flips and cutout destroy digits), cifar "

@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "ConfigTypeError",
     "DataError",
+    "DistributedError",
     "LRCurveTooShortError",
     "NonFiniteLossError",
     "RunDirError",
@@ -43,6 +44,10 @@ class DataError(WoollylibError, ValueError):
 
 class RunDirError(WoollylibError, ValueError):
     """A run directory is missing, damaged, or holds something other than the run asked for."""
+
+
+class DistributedError(WoollylibError, RuntimeError):
+    """A multi-process (torchrun) setup problem, or a collective that failed because another rank did."""
 
 
 class LRCurveTooShortError(WoollylibError, ValueError):

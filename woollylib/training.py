@@ -370,28 +370,34 @@ class Trainer:
     is what trains and tests: ``torch.compile(model)`` once with ``compile="default"`` (or
     "reduce-overhead", "max-autotune"), else the model itself. ``trainer.precision`` says which
     precision was chosen for the device and why (``woollylib.precision``).
+
+    Under torchrun (``woollylib.distributed``): ``trainer.dist`` is this process's rank, world size and
+    device; ``trainer.net`` is the DDP-wrapped module, ``trainer.eval_net`` the unwrapped one that
+    ``trainer.evaluate(loader)`` runs on this rank's share of any loader (sums all-reduced); the batch
+    size of the train loader is the global one; rank 0 alone writes ``out_dir`` and prints.
     """
 
     def __init__(self, model: nn.Module, data, device=None, epochs: int | None = None, *,
                  settings: Settings | None = None, optimizer: str | torch.optim.Optimizer | None = None,
                  config: dict | None = None, **flat):
         from .compile import compile_model, is_compiled, unwrap_model
-        from .device import resolve_device
         from .precision import choose_precision, resolve_channels_last
 
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.train_loader, self.test_loader, self.data_info = _split_data(data)
-        self.device = resolve_device(device)
         scheduler_instance, optimizer = _scheduler_instance(flat, optimizer)
-        self.criterion = _criterion(flat.pop("criterion", None), flat.get("label_smoothing"), self.device)
+        criterion, smoothing = flat.pop("criterion", None), flat.get("label_smoothing")
         s = self.settings = self._settings(settings, epochs, optimizer, flat)
         data = self._validation_data(data)
+        self.dist = self._setup_distributed(device)  # one process: world size 1, the device resolved as always
+        self.device = self.dist.device
+        self.criterion = _criterion(criterion, smoothing, self.device)
         self.run_dir = RunDir(s.run.out_dir) if s.run.out_dir is not None else None
         self.out_dir = self.run_dir.path if self.run_dir is not None else None
         self.resume, self.overwrite, self.seed = s.run.resume, s.run.overwrite, s.run.seed
         self._restart = False  # resume of a run that completed no epoch
-        self.progress, self.verbose = s.run.progress, s.run.verbose
+        self.progress, self.verbose = (s.run.progress, s.run.verbose) if self.dist.is_writer else (False, False)
         ckpt = self._check_run_dir()  # everything is validated before the disk is touched
         self.epochs = _check_epochs(s.schedule.epochs)
         self.lr = _check_lr(s.optim.lr)
@@ -399,6 +405,8 @@ class Trainer:
         self.amp = self.precision.mode
         self.channels_last = resolve_channels_last(self.device, s.engine.channels_last)
         self.model = unwrap_model(model).to(self.device)  # the plain module: checkpoints hold its weights
+        if s.engine.sync_bn and self.dist.active:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same keys as BatchNorm
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.compile = s.engine.compile
@@ -434,6 +442,10 @@ class Trainer:
             _check_tensorboard(self.run_dir)
         if ckpt is not None:
             self._restore(ckpt)
+        self.eval_net = self.net  # evaluation: every rank its own share, no collective per batch
+        self._eval_shares: dict = {}  # id(loader) -> (loader, this rank's share of it)
+        self.net = self.dist.wrap(self.net)  # DDP under torchrun (weights broadcast from rank 0)
+        self.dist.barrier()  # every rank has checked the run folder before rank 0 writes to it
 
     # ---- construction steps
 
@@ -465,6 +477,19 @@ class Trainer:
                 "this run has no validation split; pass val_split=0.1 (CLI: --val-split 0.1), or drop patience "
                 "(never stop on the test set)")
         return data
+
+    def _setup_distributed(self, device):
+        """The process group under torchrun (``woollylib.distributed``): this rank's device, its share of
+        the data (the batch size is the global one), checks; world size 1 without torchrun."""
+        from .distributed import check_sync_bn, setup
+        from .preloading.shard import shard_loader
+
+        e = self.settings.engine
+        dist = setup(device, e.dist_backend, e.dist_timeout)
+        if dist.active:
+            check_sync_bn(e.sync_bn, dist.device, dist.world_size)
+            self.train_loader = shard_loader(self.train_loader, dist.rank, dist.world_size, train=True)
+        return dist  # evaluation loaders are sharded by evaluate()
 
     def _settings(self, settings, epochs, optimizer, flat) -> Settings:
         lr, max_lr = flat.pop("lr", None), flat.pop("max_lr", None)
@@ -555,7 +580,8 @@ class Trainer:
             "resolved": {"device": str(self.device), "amp": self.amp, "channels_last": self.channels_last,
                          "precision": self.precision.to_dict(),
                          "steps_per_epoch": self.steps_per_epoch,
-                         "batch_size": getattr(self.train_loader, "batch_size", None)},
+                         "batch_size": (getattr(self.train_loader, "batch_size", None) or 0) * self.dist.world_size
+                         or None, "world_size": self.dist.world_size},
             "data": self.data_info,
             "extra": extra or {},
         })
@@ -642,6 +668,10 @@ class Trainer:
         be repaired from it), then best.pt, history.json and, on the first save, config.json."""
         if self.run_dir is None:
             return
+        if not self.dist.is_writer:  # rank 0 writes; the others wait for it
+            self._saved, self._saved_epoch = True, epoch
+            self.dist.barrier()
+            return
         with self._signals.holding():  # an interrupt waits until the files are consistent
             first_save = not self._saved
             run = self.run_dir
@@ -656,6 +686,7 @@ class Trainer:
                     run.remove_run_files(keep=(CONFIG, LAST, HISTORY, METRICS_CSV, TENSORBOARD)
                                          + ((BEST,) if is_best else ()))
                     self._prune_tensorboard()
+        self.dist.barrier()
 
     def _start_run_dir(self) -> None:
         """Under the lock, before the first epoch: refuse what changed since construction, clean up,
@@ -688,7 +719,8 @@ class Trainer:
         """
         end = self.epochs if stop_after is None else min(int(stop_after), self.epochs)
         with contextlib.ExitStack() as stack:
-            if self.run_dir is not None:
+            stack.callback(self.dist.close)  # a process group made by this trainer ends with fit(), on any exit
+            if self.run_dir is not None and self.dist.is_writer:
                 stack.enter_context(self.run_dir.lock())
                 self._start_run_dir()
                 if self.settings.run.tensorboard:
@@ -751,7 +783,7 @@ class Trainer:
         elif self.seed is not None and self.start_epoch == 0:
             from .device import seed_everything
 
-            seed_everything(self.seed)
+            seed_everything(self.seed + self.dist.rank)  # ranks draw their own RICAP patches
 
     def run_epoch(self, epoch: int) -> dict:
         """Train, validate (with a split) and test epoch ``epoch`` (1-based), record it, save, print;
@@ -769,6 +801,7 @@ class Trainer:
         tr = train_epoch(self.net, self.train_loader, self.optimizer, device=self.device,
                          scheduler=self.scheduler if per_batch else None, scaler=self.scaler,
                          progress=self.progress, epoch=epoch, **self.engine_options)
+        tr = self.dist.reduce_metrics(tr)  # every image once over the ranks (identity on one process)
         va = self.evaluate(self.val_loader) if self.val_loader is not None else None
         te = self.evaluate(self.test_loader)
         step_epoch_scheduler(self.scheduler, (va or tr)["loss"])  # never the test loss; no-op per batch
@@ -791,13 +824,6 @@ class Trainer:
                   flush=True)
         return {"train": tr, "val": va, "test": te, "seconds": seconds}
 
-    def evaluate(self, loader) -> dict:
-        """``{'loss', 'acc', 'samples'}`` of the current model on ``loader`` (test or validation)."""
-        from .bp.engine import evaluate
-
-        return evaluate(self.net, loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
-                        criterion=self.criterion)
-
     @property
     def stopped_early(self) -> bool:
         """Early stopping: the validation loss has not improved for ``patience`` epochs."""
@@ -812,6 +838,22 @@ class Trainer:
                 group = "lr" if key == "lr" else f"{key.split('_')[1]}/{key.split('_')[0]}" if "_" in key else key
                 self._tb.add_scalar(group, value, epoch)
         self._tb.flush()
+
+    def evaluate(self, loader) -> dict:
+        """``{'loss', 'acc', 'samples'}`` of the current model on ``loader`` (test or validation); under
+        torchrun every rank evaluates its own share and the sums are reduced, so each image counts once."""
+        from .bp.engine import evaluate
+        from .preloading.shard import shard_loader
+
+        if self.dist.active:  # any loader (test, validation): this rank's share r::W, made once
+            shares = self._eval_shares
+            if id(loader) not in shares:
+                shares[id(loader)] = (loader, shard_loader(loader, self.dist.rank, self.dist.world_size, train=False))
+            loader = shares[id(loader)][1]
+        self.dist.broadcast_buffers(self.model)  # rank 0's BatchNorm statistics everywhere
+        stats = evaluate(self.eval_net, loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
+                         criterion=self.criterion)
+        return self.dist.reduce_metrics(stats)
 
     def _stop_note(self, what: str, diverged: bool = False) -> str:
         done = self._saved_epoch if self.out_dir is not None else len(self.history)

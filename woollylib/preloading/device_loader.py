@@ -174,6 +174,7 @@ class DeviceLoader:
         self.dataset_size, self.image_shape = n, (c, h, w)
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
         self.epoch = 0
+        self.shard: tuple[int, int, bool] | None = None  # (rank, world size, train): set by preloading.shard
         self._scratch: dict[str, dict[str, torch.Tensor]] = {}  # per-batch-size work buffers
         scale, bias = self._set_constants(pad_fill, cutout_fill)
         self._images = self._store(images, scale, bias)  # the set on the device, as rows: nhwc rows
@@ -254,7 +255,21 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         n, b = self.dataset_size, self.batch_size
+        if self.shard is not None:
+            return math.ceil(len(self._shard_positions()) / b)
         return n // b if self.drop_last else math.ceil(n / b)
+
+    def _shard_positions(self) -> torch.Tensor:
+        """Positions of this rank's items in the one-process order of an epoch (see preloading.shard)."""
+        from .loaders import rank_positions
+
+        rank, world, train = self.shard
+        n = self.dataset_size
+        if not train:
+            return torch.arange(rank, n, world)
+        gb = self.batch_size * world
+        used = (n // gb) * gb if self.drop_last else n
+        return torch.from_numpy(rank_positions(used, gb, rank, world))
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch``: its order and augmentation depend only on (seed, epoch)."""
@@ -266,8 +281,9 @@ class DeviceLoader:
                 f"cutout={self.cutout}, cutout_p={self.cutout_p}, storage={self.storage}, layout={self.layout!r})")
 
     # ------------------------------------------------------------------------------------------------
-    def _generator(self, epoch: int) -> torch.Generator:
-        state = np.random.SeedSequence([self.seed & (2**63 - 1), epoch & (2**63 - 1)]).generate_state(2, np.uint32)
+    def _generator(self, epoch: int, *more: int) -> torch.Generator:
+        keys = [self.seed & (2**63 - 1), epoch & (2**63 - 1), *more]
+        state = np.random.SeedSequence(keys).generate_state(2, np.uint32)
         return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
     def _plan(self, epoch: int) -> dict[str, Any]:
@@ -276,7 +292,13 @@ class DeviceLoader:
         n, bs = self.dataset_size, self.batch_size
         c, h, w = self.image_shape
         used = (n // bs) * bs if self.drop_last else n
-        perm = torch.randperm(n, generator=g)[:used] if self.shuffle else torch.arange(used)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        perm = order[:used]
+        if self.shard is not None:  # this rank's share of the one-process order; its own augmentation draws
+            perm = order[self._shard_positions()]
+            used = len(perm)
+            if self.shard[0]:
+                g = self._generator(epoch, self.shard[0])
         nb = len(self)
         plan: dict[str, Any] = {"nb": nb, "used": used}
         p = self.crop_pad
@@ -353,7 +375,8 @@ class DeviceLoader:
             if "dy" in plan:
                 x = self._augmented(plan, i, s, e)
             else:
-                x = self._images.index_select(0, plan["img"][s:e]) if self.shuffle else self._images[s:e]
+                x = self._images.index_select(0, plan["img"][s:e]) if (self.shuffle or self.shard) \
+                    else self._images[s:e]
             yield self._finish(x), labels
 
     def _buffers(self, b: int) -> dict[str, torch.Tensor]:

@@ -117,6 +117,21 @@ def seed_worker(worker_id: int) -> None:
 # Sampler and loader
 
 
+def rank_positions(used: int, global_batch: int, rank: int, world_size: int) -> np.ndarray:
+    """Positions (into an epoch's global order of ``used`` items) that rank ``rank`` trains on, in order."""
+    full, rest = divmod(int(used), int(global_batch))
+    local = global_batch // world_size
+    pos = (np.arange(full)[:, None] * global_batch + rank * local + np.arange(local)[None, :]).reshape(-1)
+    if rest:
+        if rest < world_size:
+            raise ValueError(
+                f"the last batch of an epoch has {rest} image(s), fewer than the {world_size} processes, so some "
+                f"would have no batch; drop it (drop_last=True) or choose another batch size")
+        lo, hi = full * global_batch + rank * rest // world_size, full * global_batch + (rank + 1) * rest // world_size
+        pos = np.concatenate([pos, np.arange(lo, hi)])
+    return pos
+
+
 class EpochSampler(Sampler):
     """Yields ``(index, batch_seed, first_in_batch)`` keys; order and seeds derive from (seed, epoch).
 
