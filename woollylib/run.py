@@ -56,6 +56,7 @@ __all__ = [
     "RunDir",
     "RunLock",
     "atomic_save",
+    "atomic_write_bytes",
     "atomic_write_json",
     "best_checkpoint",
     "jsonable",
@@ -217,6 +218,11 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as indented JSON atomically."""
     text = json.dumps(obj, indent=2, allow_nan=True) + "\n"
     return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` (a text's UTF-8 encoding, a PNG) atomically."""
+    return _atomic_write(path, lambda f: f.write(data))
 
 
 def _read_json(path: Path):
