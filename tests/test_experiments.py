@@ -290,3 +290,30 @@ def test_cli_sweep_seeds_and_compare(tmp_path, capsys):
     seeds = tmp_path / "seeds"
     assert cli.main(["train", *flags, "--model-opt", "width=8", "--seeds", "0", "--out", str(seeds)]) == 0
     assert RunDir(seeds / "seed-0").has(METRICS)
+
+
+def test_compare_optimizers_keeps_run_folders_and_writes_compare_md(tmp_path):
+    import torch
+
+    from woollylib import main
+    from woollylib.models import get_model
+    from woollylib.preloading import get_data
+
+    data = get_data("digits", batch_size=128, loader="device", seed=0, verbose=False)
+    torch.manual_seed(0)
+    model = get_model("compact", num_classes=10, width=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = tmp_path / "opt"
+    histories = main.compare_optimizers(model, data, "cpu", optimizers=["sgd", "adam"], epochs=1, show=False,
+                                        out_dir=out, verbose=False)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    for name, h in histories.items():  # each run folder holds exactly the returned history
+        saved = json.loads((out / f"optimizer-{name}" / "seed-0" / HISTORY).read_text())
+        assert saved["test_acc"] == h.test_acc and saved["train_loss"] == h.train_loss
+        assert RunDir(out / f"optimizer-{name}" / "seed-0").read_config()["settings"]["optim"]["name"] == name
+    text = (out / ex.COMPARE_FILE).read_text()
+    assert "| optimizer-sgd (baseline) |" in text and "| configuration | lr | optimizer |" in text
+    assert text.index("| optimizer-sgd |") < text.index("| optimizer-adam |")
+    assert all((out / x).is_file() for x in _links(out / ex.COMPARE_FILE))
+    # the same folders compared again through the notebook call give the same file
+    assert main.compare_runs(out, baseline="optimizer-sgd", verbose=False).read_text() == text

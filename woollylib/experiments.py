@@ -561,7 +561,7 @@ def _run_parallel(out: Path, runs: list[dict], devices: list[str], overwrite: bo
         results = list(pool.map(work, runs))
     failed = [(r, d, rc) for r, d, rc in results if rc != 0]
     if failed:
-        shown = "; ".join(f"{r['dir']} on {d} (exit {rc}, see {out / LOGS / ('run-%d.log' % r['index'])})"
+        shown = "; ".join(f"{r['dir']} on {d} (exit {rc}, see {out / LOGS}/run-{r['index']}.log)"
                           for r, d, rc in failed)
         raise SweepError(f"{len(failed)} of {len(runs)} runs failed: {shown}; fix the cause and rerun the same "
                          "command (finished runs are kept)")
@@ -851,6 +851,7 @@ def _save_png(fig, path: Path) -> Path:
 
 
 def _section(groups, baseline, tag: str, out: Path, lines: list[str], verbose_name: str) -> None:
+    groups = {baseline: groups[baseline], **{k: v for k, v in groups.items() if k != baseline}}  # baseline first
     names = list(groups)
     differ = [k for k in _differing(groups) if k != "dataset"]
     if len(names) > 1:
