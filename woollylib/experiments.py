@@ -807,7 +807,8 @@ def _band_plot(groups: dict[str, list[dict]], title: str):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_loss.set_title("Loss")
+    ax_loss.set_yscale("log")  # early test losses can be 100x the final ones
+    ax_loss.set_title("Loss (log scale)")
     ax_acc.set_title("Accuracy")
     fig.legend(handles=handles, loc="outside right center", fontsize=9, frameon=False)
     fig.suptitle(f"{title}: mean over seeds, band = min..max", fontsize=11)
