@@ -28,7 +28,8 @@ LAYERS = (
     ("woollylib.run", "woollylib.config"),                          # 4 run folder, grouped settings
     ("woollylib.training",),                                        # 5 the trainer
     ("woollylib.utils",),                                           # 6 explain, experiments
-    ("woollylib.report", "woollylib.main", "woollylib.cli", "woollylib.__main__"),  # 7 user surfaces
+    ("woollylib.report", "woollylib.experiments", "woollylib.main", "woollylib.cli",
+     "woollylib.__main__"),                                         # 7 user surfaces, sweeps + comparison
 )
 
 

@@ -4,6 +4,8 @@
     woollylib train --dataset cifar10 --model custom_resnet --epochs 24 --batch-size 512 --find-lr --out runs/r9
     woollylib train --out runs/r9 --resume                 # continue an interrupted run exactly
     woollylib find-lr --dataset cifar10 --model resnet18   # LR range test alone, prints the suggestion
+    woollylib sweep --dataset digits --model compact --axis augment=cifar,none --seeds 0,1,2 --out runs/aug
+    woollylib compare runs/aug                            # runs/aug/compare.md: means, spreads, verdicts
 
 ``train`` writes into ``--out``: ``last.pt``, ``best.pt``, ``history.json``, ``config.json`` (after
 every epoch) and ``metrics.json`` (test accuracy, per-class accuracy, confusion matrix) at the end.
@@ -28,7 +30,7 @@ from pathlib import Path
 from .config import DEFAULT_MODEL
 from .errors import ConfigError, NonFiniteLossError, WoollylibError
 
-__all__ = ["DEFAULT_MODEL", "find_lr", "get_args_parser", "main", "train", "train_defaults"]
+__all__ = ["DEFAULT_MODEL", "compare", "find_lr", "get_args_parser", "main", "sweep", "train", "train_defaults"]
 
 # Defaults of `train`: the settings' own (woollylib.config) plus the model and device.
 # Options that may differ when resuming (they do not change the run's results).
@@ -103,7 +105,57 @@ def _add_train_parser(sub) -> None:
     from .report import add_report_arguments
 
     add_report_arguments(g, train=True)
+    g.add_argument("--seeds", metavar="S1,S2,...",
+                   help="one run per seed into OUT/seed-S (a sweep without axes; rerun to continue)")
     p.set_defaults(func=train)
+
+
+def _add_sweep_parser(sub) -> None:
+    from .config import EngineConfig, ScheduleConfig, add_arguments, positive_float
+
+    p = sub.add_parser(
+        "sweep",
+        help="train a grid of configurations x seeds into OUT/<config>/seed-N (resumable)",
+        description="Cross the --axis values as a grid over the base configuration (the ordinary train "
+                    "flags, or --spec FILE), once per seed. OUT/sweep.json lists the runs; rerun the same "
+                    "command to continue: finished runs are skipped, an interrupted one resumes.",
+    )
+    _add_data_args(p)
+    _add_model_args(p)
+    g = p.add_argument_group("schedule")
+    add_arguments(g, ScheduleConfig)
+    g.add_argument("--lr", type=positive_float, help="learning rate (the one-cycle peak) (default: 0.05)")
+    add_arguments(p.add_argument_group("engine"), EngineConfig)
+    g = p.add_argument_group("sweep")
+    g.add_argument("--spec", metavar="FILE", help='JSON file {"base": {...}, "axes": {"NAME": [values]}, '
+                                                  '"seeds": [0, 1]}; flags given here override its base')
+    g.add_argument("--axis", action="append", metavar="NAME=V1,V2",
+                   help="an axis of the grid, repeatable (e.g. --axis augment=cifar,none --axis "
+                        "model_opt.downsample=stride,dilation)")
+    g.add_argument("--seeds", metavar="S1,S2,...", help="seeds of every configuration (default: 0)")
+    g.add_argument("--out", dest="out_dir", default="runs/sweep", help="the sweep folder (default: runs/sweep)")
+    g.add_argument("--overwrite", action="store_true", help="replace a sweep with another spec in --out and "
+                                                            "retrain this shard's runs")
+    g.add_argument("--shard", metavar="I/N", help="run only the runs with index %% N == I-1 (several machines, "
+                                                 "no coordinator)")
+    g.add_argument("--devices", metavar="D1,D2,...", help="one run per device at a time, e.g. cuda:0,cuda:1")
+    g.add_argument("--report", action="store_true", help="report.md in every run folder")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    p.set_defaults(func=sweep)
+
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare run and sweep folders: compare.md with means, spreads, paired differences, curves",
+        description="Write compare.md (and PNGs beside it) from run folders, sweep folders or folders of runs.",
+    )
+    p.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_DIR")
+    p.add_argument("--out", dest="out_dir", help="folder for compare.md (default: the one folder given, else "
+                                                 "./compare)")
+    p.add_argument("--baseline", metavar="NAME", help="configuration the others are measured against "
+                                                      "(default: the first)")
+    p.set_defaults(func=compare)
 
 
 def _add_find_lr_parser(sub) -> None:
@@ -143,6 +195,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_train_parser(sub)
     _add_find_lr_parser(sub)
+    _add_sweep_parser(sub)
+    _add_compare_parser(sub)
     from .report import add_report_arguments
 
     add_report_arguments(sub.add_parser(
@@ -258,6 +312,8 @@ def train(args: argparse.Namespace) -> int:
     out = Path(args.out_dir) if args.out_dir else Path("runs") / f"{dataset}-{model_name}"
     if args.resume and args.overwrite:
         raise CLIError("--resume and --overwrite contradict each other; pass only one")
+    if getattr(args, "seeds", None):
+        return _train_seeds(args, out)
     from .distributed import env
 
     # one writer per run directory, from the first check to the last file (under torchrun: rank 0)
@@ -318,6 +374,77 @@ def _train_on(args: argparse.Namespace, out: Path, defaults: dict, dist) -> int:
         from .report import write_report
 
         write_report(out, trainer.model, data, device)
+    return 0
+
+
+def _sweep_base(args: argparse.Namespace) -> dict:
+    """The options given on the command line, as a sweep's base (names of woollylib.experiments)."""
+    from .config import flat_names
+    from .experiments import CONTROLLED
+
+    base = {k: getattr(args, k) for k in flat_names() if k not in CONTROLLED and getattr(args, k, None) is not None}
+    if args.model:
+        base["model"] = args.model
+    for pair in args.model_opt or []:
+        key, _, value = pair.partition("=")
+        base[f"model_opt.{key}"] = value
+    return base
+
+
+def _train_seeds(args: argparse.Namespace, out: Path) -> int:
+    """``woollylib train ... --seeds 0,1,2``: one run per seed into OUT/seed-N."""
+    from .experiments import run_seeds
+
+    if args.find_lr:
+        raise CLIError("--find-lr with --seeds would pick another lr per seed; find it once (woollylib find-lr) "
+                       "and pass --lr")
+    if args.seed is not None:
+        raise CLIError("pass either --seed or --seeds, not both")
+    run_seeds(_sweep_base(args), args.seeds, out, overwrite=bool(args.overwrite), report=bool(args.report),
+              progress=args.progress is not False, devices=[args.device] if args.device else None)
+    print(f"wrote {out}/seed-*; compare them with: woollylib compare {out}")
+    return 0
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """``woollylib sweep``: the grid x seeds into --out, resumable, optionally sharded or on several devices."""
+    import json
+
+    from .experiments import sweep as run_sweep
+
+    spec = {}
+    if args.spec:
+        try:
+            spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"--spec {args.spec}: {exc}") from exc
+        unknown = sorted(set(spec) - {"base", "axes", "seeds"}) if isinstance(spec, dict) else ["(not an object)"]
+        if unknown:
+            raise CLIError(f"--spec {args.spec}: unknown keys {unknown}; a spec holds base, axes and seeds")
+    if args.seed is not None:
+        raise CLIError("a sweep takes --seeds S1,S2,... (not --seed)")
+    base = {**(spec.get("base") or {}), **_sweep_base(args)}
+    axes = dict(spec.get("axes") or {})
+    for pair in args.axis or []:
+        name, sep, values = pair.partition("=")
+        if not sep:
+            raise CLIError(f"--axis takes NAME=V1,V2, got {pair!r} (e.g. --axis augment=cifar,none)")
+        if name in axes:
+            raise CLIError(f"axis {name!r} is given twice (in --spec and --axis?); give it once")
+        axes[name] = values
+    seeds = args.seeds if args.seeds is not None else spec.get("seeds", [0])
+    devices = args.devices or ([args.device] if args.device else None)
+    run_sweep(base, axes, seeds, args.out_dir, shard=args.shard, devices=devices, overwrite=args.overwrite,
+              progress=args.progress is not False, report=bool(args.report))
+    print(f"sweep done: {args.out_dir}; compare with: woollylib compare {args.out_dir}")
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """``woollylib compare DIR...``: compare.md with the table, paired differences and figures."""
+    from .experiments import compare as write_compare
+
+    write_compare(args.paths, args.out_dir, baseline=args.baseline)
     return 0
 
 

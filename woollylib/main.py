@@ -15,6 +15,7 @@ Usage (Colab: ``pip install woollylib``; runs on CUDA when there is one)::
     main.plot_misclassified(model, data, device, grad_CAM=True, layers=["layer2", "layer3"])
     main.show_confusion_matrix(model, data, device)
     histories = main.compare_optimizers(model, data, device, epochs=3)
+    main.compare_runs("runs/ablation")                   # compare.md of a sweep (woollylib compare)
     main.show_adversarial(model, data, device, epsilon=8 / 255)
     main.write_report("runs/r9", model, data, device)      # runs/r9/report.md + PNGs
 
@@ -42,6 +43,7 @@ from .device import evaluating, model_device, select_device
 __all__ = [
     "DEFAULT_MODEL",
     "compare_optimizers",
+    "compare_runs",
     "display_cifar_data_samples",
     "download_data",
     "get_cifar_statistics",
@@ -824,8 +826,11 @@ def compare_optimizers(model: nn.Module, data, device=None, optimizers: Sequence
 
     ``data``: a DataBundle or ``(train_loader, test_loader)``; ``epochs`` (alias ``EPOCHS``, default 3)
     per optimizer. Returns ``{optimizer name: History}``; ``model`` itself is not changed. The
-    comparison figure is displayed in a notebook (``show=None``) and written to ``save_path``. Other
-    keywords go to ``woollylib.utils.compare.compare_optimizers`` (``lrs={"adam": 1e-3}``, ``scheduler``...).
+    comparison figure is displayed in a notebook (``show=None``) and written to ``save_path``. With
+    ``out_dir=`` every optimizer's run is an ordinary run folder ``out_dir/optimizer-<name>/seed-<seed>``
+    and ``out_dir/compare.md`` compares them (baseline: the first optimizer), as ``compare_runs`` does.
+    Other keywords go to ``woollylib.utils.compare.compare_optimizers`` (``lrs={"adam": 1e-3}``,
+    ``scheduler``, ``seed``, ``overwrite``...).
     """
     from .utils import visualize as viz
     from .utils.compare import compare_optimizers as compare
@@ -839,7 +844,27 @@ def compare_optimizers(model: nn.Module, data, device=None, optimizers: Sequence
                         device=_model_device(model, device), **kwargs)
     fig = viz.plot_optimizer_comparison(histories, save_path=save_path)
     _show(fig, show)
+    if kwargs.get("out_dir") is not None and histories:
+        from .experiments import compare as write_compare
+
+        write_compare([kwargs["out_dir"]], baseline=f"optimizer-{str(next(iter(histories))).lower()}",
+                      verbose=kwargs.get("verbose", True))
     return histories
+
+
+def compare_runs(*paths, out=None, baseline: str | None = None, verbose: bool = True) -> Path:
+    """Write ``compare.md`` (and its PNGs) for run folders and sweep folders; return its path.
+
+    ``compare_runs("runs/ablation")`` or ``compare_runs("runs/a", "runs/b", out="runs/cmp",
+    baseline="a")``: configurations as mean ± std over seeds, the paired difference to the baseline
+    with its 95% interval and a verdict, curves with a band over seeds, per-class accuracy
+    (``woollylib.experiments.compare``; ``woollylib compare`` from the shell).
+    """
+    from .experiments import compare as write_compare
+
+    if len(paths) == 1 and isinstance(paths[0], (list, tuple)):
+        paths = tuple(paths[0])
+    return write_compare(list(paths), out, baseline=baseline, verbose=verbose)
 
 
 def show_adversarial(model: nn.Module, data, *args, epsilon: float = 8 / 255, device=None, classes=None,

@@ -61,6 +61,7 @@ __all__ = [
     "RunDir",
     "RunLock",
     "atomic_save",
+    "atomic_write_bytes",
     "atomic_write_json",
     "best_checkpoint",
     "jsonable",
@@ -299,6 +300,11 @@ def metrics_csv(history: History) -> str:
         w.writerow(["" if row[k] is None else (row[k] if k == "epoch" else repr(float(row[k])))
                     for k in METRICS_CSV_COLUMNS])
     return buf.getvalue()
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` (a text's UTF-8 encoding, a PNG) atomically."""
+    return _atomic_write(path, lambda f: f.write(data))
 
 
 def _read_json(path: Path):

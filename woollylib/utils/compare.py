@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from torch import nn
 
@@ -51,6 +52,8 @@ def compare_optimizers(
     amp=False,
     progress=False,
     verbose: bool = True,
+    out_dir=None,
+    overwrite: bool = False,
 ) -> dict:
     """Train a copy of ``model`` per optimizer from identical weights; return their histories.
 
@@ -67,6 +70,9 @@ def compare_optimizers(
         scheduler: None (constant lr) or a ``woollylib.scheduler.get_scheduler`` name.
         seed: re-seed torch identically before each run (None: no seeding).
         amp, progress: passed to ``train_epoch``.
+        out_dir: also keep each optimizer's run as an ordinary run folder
+            ``out_dir/optimizer-<name>/seed-<seed>`` (checkpoints, history.json, config.json), which
+            ``woollylib compare`` reads; ``overwrite``: replace runs already there.
 
     Returns:
         ``{name: History}`` in the order given (lists per epoch; ``lr`` per step).
@@ -111,9 +117,13 @@ def compare_optimizers(
         with torch.random.fork_rng(devices=fork_devices, enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
+            run_dir = None if out_dir is None else \
+                Path(out_dir) / f"optimizer-{key}" / f"seed-{seed if seed is not None else 'none'}"
             trainer = Trainer(net, (train_loader, test_loader), device, epochs,
                               optimizer=get_optimizer(key, net, lr=lr, **kw), scheduler=scheduler or "none",
-                              amp=amp, channels_last=False, progress=progress, verbose=False)
+                              amp=amp, channels_last=False, progress=progress, verbose=False,
+                              out_dir=run_dir, overwrite=overwrite and run_dir is not None and run_dir.exists(),
+                              config={"compare_optimizers": {"seed": seed}})
             for epoch in range(1, epochs + 1):
                 try:
                     row = trainer.run_epoch(epoch)
