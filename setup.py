@@ -39,6 +39,7 @@ setup(
             "nbformat>=5.9",
             "ipykernel>=6.25",
             "psutil>=5.9",
+            "tensorboard>=2.12",
         ],
         "bench": ["airbench>=0.1.8", "psutil>=5.9"],
         "tensorboard": ["tensorboard>=2.12"],
