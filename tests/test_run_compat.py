@@ -17,6 +17,7 @@ from woollylib.training import History, Trainer
 
 RUNS = Path(__file__).parent / "data" / "runs_v1"
 # what woollylib 0.1's main.download_data("digits") used for the notebook run
+DIGITS_TRAIN, DIGITS_TEST = 1437, 360  # the digits split's sizes: one image is 100/size points of accuracy
 DIGITS_AUGMENT_V1 = [("pad_crop", {"size": 32, "padding": 2}), ("rotate", {"limit": (-10.0, 10.0)})]
 
 
@@ -32,11 +33,18 @@ def copy_of(tmp_path):
 
 def assert_reaches(history: History, name: str):
     expected = json.loads((RUNS / f"{name}.straight_history.json").read_text())
-    # the straight run was recorded on another CPU: its kernels (AVX-512 vs AVX2) sum in another order,
-    # which moves the second epoch's losses by up to ~2e-5 relative; a wrong resume (RNG, optimizer or
-    # scheduler state) moves them by orders of magnitude more
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
-        assert getattr(history, key) == pytest.approx(expected[key], rel=2e-4, abs=1e-9), key
+    # The straight run was recorded on an AVX-512 CPU; kernels of other CPUs (AVX2 Zen 1 and Zen 2 were
+    # measured) sum in another order. Over the resumed epoch that moves the train loss by up to 2e-5
+    # relative, and the final weights' test loss by up to 0.5% and their accuracies by 1-2 images, since
+    # evaluating once at the end amplifies the drift. A wrong resume moves the train loss much further:
+    # a fresh optimizer by 1.5%, a fresh scheduler state by 0.7% (measured on the notebook run). So the train
+    # loss and the learning rate are held tight and the end-of-epoch figures only to the drift.
+    assert history.train_loss == pytest.approx(expected["train_loss"], rel=2e-4), "train_loss"
+    assert history.lr == pytest.approx(expected["lr"], rel=1e-9), "lr"
+    assert history.test_loss == pytest.approx(expected["test_loss"], rel=1e-2), "test_loss"
+    for key, images, slack in (("train_acc", DIGITS_TRAIN, 2), ("test_acc", DIGITS_TEST, 3)):
+        points = 100.0 / images  # one image's worth of accuracy
+        assert getattr(history, key) == pytest.approx(expected[key], abs=slack * points * 1.01), key
 
 
 def test_format_1_configs_upgrade_to_the_current_layout():
