@@ -54,10 +54,12 @@ import torch
 from _common import MEAN, STD, Table, fmt_rate, synthetic_cifar, unavailable
 
 BATCH = 512  # images per batch for the data section (airbench's default is 500)
-# train: a warm-up step slower than SLOW_STEP_S (a slow CPU: a 2-core AVX2 one takes ~5 s for
-# custom_resnet at batch 128) times 2 steps in 2 rounds instead of 3 in 3, so that the whole benchmark
-# stays near 10 minutes there; the table prints both
+# train: a warm-up step slower than SLOW_STEP_S (a slow CPU: a 2-core AVX2 one takes 8-13 s for
+# custom_resnet and resnet18 at batch 128) times 2 steps of SLOW_BATCH images in 2 rounds instead of
+# 3 steps of 128 in 3, so that the whole benchmark stays near 10 minutes there; each row prints its batch,
+# steps and rounds
 SLOW_STEP_S = 2.5
+SLOW_BATCH = 32
 
 
 def machine(device: str) -> dict:
@@ -273,15 +275,19 @@ def bench_train(quick: bool, device: str) -> dict:
                 loop(nets[kind][0], warm, nets[kind][1], cl, amp, device)
                 warm_s[kind] = time.perf_counter() - t0
             slow = max(warm_s.values()) > SLOW_STEP_S
-            n, rounds = (min(2, steps), min(2, reps)) if slow else (steps, reps)
+            n, rounds, b = (min(2, steps), min(2, reps), min(SLOW_BATCH, bs)) if slow else (steps, reps, bs)
+            run = [(x[:b], y[:b]) for x, y in timed[:n]]
+            if b != bs:  # a warm-up at the new shape too (oneDNN plans its kernels per shape)
+                for kind, loop in LOOPS.items():
+                    loop(nets[kind][0], [(x[:b], y[:b]) for x, y in warm], nets[kind][1], cl, amp, device)
             for _ in range(rounds):
                 for kind, loop in LOOPS.items():
                     t0 = time.perf_counter()
-                    loop(nets[kind][0], timed[:n], nets[kind][1], cl, amp, device)
-                    best[kind] = max(best[kind], bs * n / (time.perf_counter() - t0))
+                    loop(nets[kind][0], run, nets[kind][1], cl, amp, device)
+                    best[kind] = max(best[kind], b * n / (time.perf_counter() - t0))
             out[f"{name}/{mode}"] = {"bare": best["bare"], "engine": best["engine"],
                                      "ratio": best["engine"] / best["bare"], "repeats": rounds,
-                                     "timed_steps": n}
+                                     "timed_steps": n, "batch_size": b}
     return out
 
 
@@ -589,7 +595,7 @@ def render(r: dict) -> str:
             t.row("train", tr["unavailable"])
         for k, v in tr.items():
             if isinstance(v, dict) and "engine" in v:
-                t.row(k, f"bare {v['bare']:7.1f}  engine {v['engine']:7.1f}  ratio {v['ratio']:.3f}  (best of {v['repeats']} x {v['timed_steps']} steps)")
+                t.row(k, f"bare {v['bare']:7.1f}  engine {v['engine']:7.1f}  ratio {v['ratio']:.3f}  (batch {v.get('batch_size', tr['batch_size'])}, best of {v['repeats']} x {v['timed_steps']} steps)")
             elif isinstance(v, dict):
                 t.row(k, v.get("unavailable", v))
     pr = r.get("precision")

@@ -243,3 +243,33 @@ def test_cli_amp_on_a_cpu_without_native_bf16_trains_in_fp32_with_one_warning(mo
     assert config["resolved"]["amp"] is False and config["resolved"]["precision"]["cpu_capability"] == "AVX2"
     report = (out / "report.md").read_text()
     assert "precision" in report and "fp32" in report and "AVX2" in report
+
+
+def test_narrow_strided_1x1_convs_train_in_nchw_on_the_cpu():
+    """channels_last + a 1x1 strided conv with 2-7 input channels crashes oneDNN's backward pass on an
+    AVX2 CPU (heap corruption: abort, segfault or hang); such models train in NCHW with one warning."""
+    from woollylib.models import get_model
+    from woollylib.training import Trainer
+
+    narrow, wide = get_model("compact", width=4), get_model("compact", width=8)
+    assert precision.channels_last_hazard(narrow, "cpu") == "layer2.0.shortcut"  # Conv2d(4, 8, 1, stride=2)
+    assert precision.channels_last_hazard(wide, "cpu") is None  # Conv2d(8, 16, 1, stride=2) trains in NHWC
+    assert precision.channels_last_hazard(narrow, "cuda") is None
+    one = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 1, stride=2), torch.nn.Conv2d(4, 4, 3, stride=2))
+    assert precision.channels_last_hazard(one, "cpu") is None  # 1 input channel and 3x3 strided convs train
+    assert resolve_channels_last("cpu", "off", narrow) is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_channels_last("cpu", "auto", wide) is True
+    for asked in ("auto", True):
+        with pytest.warns(PrecisionWarning, match=r"'layer2.0.shortcut'.*fewer than 8 input channels.*NCHW") as seen:
+            assert resolve_channels_last("cpu", asked, narrow) is False
+        assert len(seen) == 1
+    images = torch.rand(16, 3, 32, 32)
+    labels = torch.arange(16) % 10
+    pair = [(images, labels)] * 2
+    with pytest.warns(PrecisionWarning, match="channels_last is off"):
+        t = Trainer(narrow, (pair, pair), "cpu", epochs=1, lr=0.05, progress=False, verbose=False)
+    assert t.channels_last is False
+    history = t.fit()  # in channels_last this step is the one that crashes
+    assert len(history) == 1 and torch.isfinite(torch.tensor(history.train_loss)).all()

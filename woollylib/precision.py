@@ -41,6 +41,7 @@ __all__ = [
     "CpuInfo",
     "Precision",
     "PrecisionWarning",
+    "channels_last_hazard",
     "choose_precision",
     "cpu_info",
     "resolve_channels_last",
@@ -251,13 +252,41 @@ def choose_precision(device, amp="auto", *, warn: bool = True) -> Precision:
                      device_name=name, bf16_native=bf16_native, cpu_capability=cpu.capability, warning=note)
 
 
-def resolve_channels_last(device, channels_last="auto") -> bool:
+def channels_last_hazard(model, device) -> str | None:
+    """The name of a layer that oneDNN's CPU kernels cannot train in channels_last, else None.
+
+    On torch 2.14 a 1x1 convolution with a stride above 1 and 2-7 input channels (a narrow
+    downsampling shortcut, e.g. ``compact`` at ``width`` < 8) corrupts the heap in its backward pass
+    on an AVX2 CPU when input and weights are channels_last: the process aborts, segfaults or hangs.
+    Found on a 2-core AMD EPYC (Zen 1); NCHW, 8 or more channels and ONEDNN_MAX_CPU_ISA=SSE41 train.
+    """
+    if torch.device(device).type != "cpu" or not torch.backends.mkldnn.is_available() \
+            or not torch.backends.mkldnn.enabled:
+        return None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and tuple(module.kernel_size) == (1, 1) \
+                and tuple(module.stride) != (1, 1) and 1 < module.in_channels // module.groups < 8:
+            return name or type(module).__name__
+    return None
+
+
+def resolve_channels_last(device, channels_last="auto", model=None) -> bool:
     """``"auto"`` -> True on CUDA and the CPU (NHWC trained 1.1-1.5x faster for every model here),
-    False on MPS; True/False/"on"/"off" pass through."""
+    False on MPS; True/False/"on"/"off" pass through. With ``model``, NHWC on the CPU is turned off
+    (one PrecisionWarning naming the layer) where :func:`channels_last_hazard` finds a layer that
+    would crash the process."""
     if isinstance(channels_last, str):
         channels_last = {"on": True, "off": False}.get(channels_last, channels_last)
     if isinstance(channels_last, str):
         if channels_last != "auto":
             raise ValueError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
-        return torch.device(device).type in ("cuda", "cpu")
-    return bool(channels_last)
+        channels_last = torch.device(device).type in ("cuda", "cpu")
+    channels_last = bool(channels_last)
+    layer = channels_last_hazard(model, device) if channels_last and model is not None else None
+    if layer is not None:
+        warnings.warn(f"channels_last is off for this model on the CPU: its layer {layer!r} (a 1x1 strided "
+                      "convolution with fewer than 8 input channels) crashes oneDNN's channels_last backward "
+                      "pass; training in NCHW instead (widen the layer to 8+ channels to get NHWC back)",
+                      PrecisionWarning, stacklevel=2)
+        return False
+    return channels_last

@@ -403,7 +403,7 @@ class Trainer:
         self.lr = _check_lr(s.optim.lr)
         self.precision = choose_precision(self.device, s.engine.amp)  # one warning where it is slow
         self.amp = self.precision.mode
-        self.channels_last = resolve_channels_last(self.device, s.engine.channels_last)
+        self.channels_last = resolve_channels_last(self.device, s.engine.channels_last, model)
         self.model = unwrap_model(model).to(self.device)  # the plain module: checkpoints hold its weights
         if s.engine.sync_bn and self.dist.active:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same keys as BatchNorm
