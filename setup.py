@@ -33,6 +33,7 @@ setup(
     extras_require={
         "dev": [
             "pytest>=7",
+            "pytest-xdist>=3.5",
             "ruff>=0.4",
             "build>=1.0",
             "nbclient>=0.9",

@@ -7,6 +7,19 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+# Under pytest-xdist (`-n auto`) the workers share the cores: each gets its share of torch threads, and
+# the subprocesses it starts (torchrun ranks, notebook kernels) inherit the same count, unless
+# OMP_NUM_THREADS was set by the caller. Oversubscribed threads spin-wait and made small runs up to 10x slower.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():

@@ -22,7 +22,8 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "course_notebook.i
 
 def _run(nb, workdir):
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    env.update(OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1", PYTHONWARNINGS="ignore::DeprecationWarning")
+    # the kernel keeps the threads of this process (one per core, or the xdist worker's share)
+    env.update(NO_ALBUMENTATIONS_UPDATE="1", PYTHONWARNINGS="ignore::DeprecationWarning")
     client = NotebookClient(nb, kernel_name=_kernel_name(), timeout=600, resources={"metadata": {"path": str(workdir)}})
     start = time.perf_counter()
     client.execute(env=env)

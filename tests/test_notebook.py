@@ -37,7 +37,8 @@ def executed(tmp_path_factory):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     workdir = tmp_path_factory.mktemp("quickstart")
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    env.update(OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1", PYTHONWARNINGS="ignore::DeprecationWarning")
+    # the kernel keeps the threads of this process (one per core, or the xdist worker's share)
+    env.update(NO_ALBUMENTATIONS_UPDATE="1", PYTHONWARNINGS="ignore::DeprecationWarning")
     client = NotebookClient(nb, kernel_name=_kernel_name(), timeout=600,  # per cell: a guard against a hang, not a speed test
                             resources={"metadata": {"path": str(workdir)}})
     start = time.perf_counter()
