@@ -1,6 +1,6 @@
 """woollylib benchmark suite: one command, a table on stdout, JSON in benchmarks/results/.
 
-    python benchmarks/run.py                 # full run (~10 min on a 2-core CPU)
+    python benchmarks/run.py                 # full run (7.5-8 min on a 2-core CPU)
     python benchmarks/run.py --quick         # smoke run (~1-2 min): small sizes, same code paths
     python benchmarks/run.py --only data,imports --device cuda
 
@@ -54,10 +54,9 @@ import torch
 from _common import MEAN, STD, Table, fmt_rate, synthetic_cifar, unavailable
 
 BATCH = 512  # images per batch for the data section (airbench's default is 500)
-# train: a warm-up step slower than SLOW_STEP_S (a slow CPU: a 2-core AVX2 one takes 8-13 s for
-# custom_resnet and resnet18 at batch 128) times 2 steps of SLOW_BATCH images in 2 rounds instead of
-# 3 steps of 128 in 3, so that the whole benchmark stays near 10 minutes there; each row prints its batch,
-# steps and rounds
+# train: a warm-up step slower than SLOW_STEP_S (a slow CPU: a 2-core AVX2 one takes 5-13 s for
+# custom_resnet and resnet18 at batch 128) times its steps at SLOW_BATCH images instead of 128, so that
+# the whole benchmark stays under 10 minutes there; each row prints its batch, steps and rounds
 SLOW_STEP_S = 2.5
 SLOW_BATCH = 32
 
@@ -275,7 +274,7 @@ def bench_train(quick: bool, device: str) -> dict:
                 loop(nets[kind][0], warm, nets[kind][1], cl, amp, device)
                 warm_s[kind] = time.perf_counter() - t0
             slow = max(warm_s.values()) > SLOW_STEP_S
-            n, rounds, b = (min(2, steps), min(2, reps), min(SLOW_BATCH, bs)) if slow else (steps, reps, bs)
+            n, rounds, b = steps, reps, (min(SLOW_BATCH, bs) if slow else bs)
             run = [(x[:b], y[:b]) for x, y in timed[:n]]
             if b != bs:  # a warm-up at the new shape too (oneDNN plans its kernels per shape)
                 for kind, loop in LOOPS.items():
