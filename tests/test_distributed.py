@@ -66,7 +66,7 @@ SCRIPT = textwrap.dedent('''
             model = get_model("compact", num_classes=10, **{**cfg.get("model", {}), **job.get("model", {})})
             try:
                 t = Trainer(model, data, "cpu", epochs=job["epochs"], lr=0.05, out_dir=job["out"], progress=False,
-                            resume=job.get("resume", False), seed=0, **cfg.get("kw", {}))
+                            resume=job.get("resume", False), seed=0, **{**cfg.get("kw", {}), **job.get("kw", {})})
             except ValueError as exc:  # every rank refuses, none waits for the others
                 results[job["key"]] = {"error": str(exc)}
                 continue
@@ -165,6 +165,11 @@ def test_two_processes_equal_one_at_the_same_global_batch_and_resume_across_worl
         {"key": "resumed", "out": str(tmp_path / "split"), "epochs": 2, "resume": True},
         {"key": "from_one", "out": str(tmp_path / "one_e1"), "epochs": 2, "resume": True},
         {"key": "other_model", "out": str(tmp_path / "split"), "epochs": 2, "resume": True, "model": {"width": 16}},
+        # RICAP draws from each rank's RNG: a resume must give every rank back its own states
+        {"key": "ricap", "out": str(tmp_path / "ricap"), "epochs": 2, "kw": {"ricap_beta": 0.3}},
+        {"key": "ricap_e1", "out": str(tmp_path / "ricap_split"), "epochs": 2, "stop_after": 1, "kw": {"ricap_beta": 0.3}},
+        {"key": "ricap_resumed", "out": str(tmp_path / "ricap_split"), "epochs": 2, "resume": True,
+         "kw": {"ricap_beta": 0.3}},
     ]
     rc, out, ranks, dump = _launch(tmp_path, jobs, model={"norm": "gn"})
     assert rc == 0, out
@@ -183,6 +188,9 @@ def test_two_processes_equal_one_at_the_same_global_batch_and_resume_across_worl
     assert max((after_one[k] - ref[k]).abs().max().item() for k in ref if ref[k].is_floating_point()) > 1e-2
     _sd_close(torch.load(dump / "resumed.pt", weights_only=True), straight)    # 1 + 1 == 2 on 2 procs
     _sd_close(torch.load(dump / "from_one.pt", weights_only=True), ref)        # 1 proc -> 2 procs
+    assert r0["ricap_resumed"]["hash"] == r1["ricap_resumed"]["hash"] == r0["ricap"]["hash"]  # bit for bit
+    saved = torch.load(tmp_path / "ricap_split" / "last.pt", weights_only=True)
+    assert len(saved["rng_ranks"]) == 2 and not torch.equal(saved["rng_ranks"][0]["torch"], saved["rng_ranks"][1]["torch"])
 
     # only rank 0 wrote: one history with both epochs; the 2-process checkpoint loads into a plain
     # model and resumes on this single process with the same schedule
@@ -281,6 +289,25 @@ def test_without_torchrun_nothing_changes(tmp_path, monkeypatch):
     assert not torch.distributed.is_initialized()
     t.fit()
     assert t.dist.reduce_metrics({"loss": 1.0, "acc": 50.0, "samples": 3}) == {"loss": 1.0, "acc": 50.0, "samples": 3}
+    assert t.dist.gather({"a": 1}) == [{"a": 1}]
+    assert "rng_ranks" not in t.checkpoint(1)  # one process: rank 0's states are the only ones
+
+
+def test_a_resume_takes_this_ranks_rng_states_and_notes_another_world_size(monkeypatch, capsys):
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    pair = [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))] * 2
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))
+    t = Trainer(model, (pair, pair), "cpu", epochs=1, lr=0.1, progress=False, verbose=True)
+    capsys.readouterr()
+    rank0, rank1 = {"torch": torch.zeros(1)}, {"torch": torch.ones(1)}
+    assert t._rng_of_this_rank({"rng": rank0}) is rank0 and "note" not in capsys.readouterr().out
+    assert t._rng_of_this_rank({"rng": rank0, "rng_ranks": [rank0, rank1]}) is rank0  # saved by 2 processes
+    assert "RNG states of 2 process(es) and this job has 1" in capsys.readouterr().out
+    monkeypatch.setattr(type(t.dist), "rank", property(lambda self: 1))
+    monkeypatch.setattr(type(t.dist), "world_size", property(lambda self: 2))
+    assert t._rng_of_this_rank({"rng": rank0, "rng_ranks": [rank0, rank1]}) is rank1
+    assert t._rng_of_this_rank({"rng": rank0}) is None  # a rank the saving job did not have: reseeded
 
 
 def test_shards_cover_each_global_batch_exactly_once():

@@ -194,6 +194,14 @@ class Dist:
         self._collective("a broadcast", lambda: torch.distributed.broadcast(t, 0))
         return float(t.item())
 
+    def gather(self, obj) -> list:
+        """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` on one process)."""
+        if not self.active:
+            return [obj]
+        found: list = [None] * self.world_size
+        self._collective("an all-gather", lambda: torch.distributed.all_gather_object(found, obj))
+        return found
+
     def reduce_metrics(self, stats: dict) -> dict:
         """``{'loss', 'acc', 'samples', ...}`` of this rank -> the same over all ranks (means weighted by
         samples: every image counts once). Other keys are kept as they are."""

@@ -614,7 +614,7 @@ class Trainer:
             ) from exc
         self.history = History.from_dict(ckpt["history"])
         self.start_epoch = self._saved_epoch = int(ckpt["epoch"])
-        self._rng_to_restore = ckpt.get("rng")
+        self._rng_to_restore = self._rng_of_this_rank(ckpt)
         if self.verbose:
             print(f"Resuming {path} after epoch {self.start_epoch}/{self.epochs}")
 
@@ -649,8 +649,10 @@ class Trainer:
 
     # ---- saving
 
-    def checkpoint(self, epoch: int) -> dict:
-        """The checkpoint dict after ``epoch`` completed epochs (torch.load(weights_only=True)-safe)."""
+    def checkpoint(self, epoch: int, rng_ranks: list | None = None) -> dict:
+        """The checkpoint dict after ``epoch`` completed epochs (torch.load(weights_only=True)-safe).
+        Under torchrun ``rng_ranks`` holds every rank's RNG states (``rng`` stays rank 0's)."""
+        extra = {"rng_ranks": rng_ranks} if rng_ranks is not None and len(rng_ranks) > 1 else {}
         return {
             "version": CHECKPOINT_VERSION,
             "model": self.model.state_dict(),
@@ -661,6 +663,7 @@ class Trainer:
             "history": self.history.to_dict(),
             "rng": _rng_state(),
             "config": self.config,
+            **extra,
         }
 
     def _save(self, epoch: int, is_best: bool) -> None:
@@ -668,6 +671,8 @@ class Trainer:
         be repaired from it), then best.pt, history.json and, on the first save, config.json."""
         if self.run_dir is None:
             return
+        # every rank's RNG states (RICAP draws, dropout, loader workers), so a resume continues each rank's
+        rng_ranks = self.dist.gather(_rng_state()) if self.dist.active else None
         if not self.dist.is_writer:  # rank 0 writes; the others wait for it
             self._saved, self._saved_epoch = True, epoch
             self.dist.barrier()
@@ -675,7 +680,7 @@ class Trainer:
         with self._signals.holding():  # an interrupt waits until the files are consistent
             first_save = not self._saved
             run = self.run_dir
-            run.save_last(self.checkpoint(epoch))
+            run.save_last(self.checkpoint(epoch, rng_ranks))
             self._saved, self._saved_epoch = True, epoch
             if is_best:
                 run.save_best(best_checkpoint(self.model.state_dict(), epoch, self.history, self.config))
@@ -776,10 +781,23 @@ class Trainer:
             raise
         return self.history
 
+    def _rng_of_this_rank(self, ckpt: dict) -> dict | None:
+        """This rank's saved RNG states; None (reseed) for a rank the saving job did not have."""
+        ranks = ckpt.get("rng_ranks") or [ckpt.get("rng")]
+        rank, world = self.dist.rank, self.dist.world_size
+        if len(ranks) != world and self.verbose:
+            print(f"note: the checkpoint holds the RNG states of {len(ranks)} process(es) and this job has {world}, so "
+                  "random draws after the resume (RICAP, dropout) differ from an uninterrupted run")
+        return ranks[rank] if rank < len(ranks) else None
+
     def _seed_or_restore_rng(self) -> None:
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        elif self.start_epoch > 0 and self.dist.rank > 0:  # resumed on more processes than saved
+            from .device import seed_everything
+
+            seed_everything((self.seed or 0) + self.dist.rank + 1000 * self.start_epoch)
         elif self.seed is not None and self.start_epoch == 0:
             from .device import seed_everything
 
