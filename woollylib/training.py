@@ -435,6 +435,7 @@ class Trainer:
         self._saved = False
         self._saved_epoch = 0  # the epoch last.pt holds (0: none written by this trainer yet)
         self._rng_to_restore = None
+        self._reseed_rank = False
         self._resume_ckpt = ckpt
         self._signals = _NO_SIGNALS
         self._tb = None  # the TensorBoard writer while fit() runs (tensorboard=True)
@@ -615,6 +616,7 @@ class Trainer:
         self.history = History.from_dict(ckpt["history"])
         self.start_epoch = self._saved_epoch = int(ckpt["epoch"])
         self._rng_to_restore = self._rng_of_this_rank(ckpt)
+        self._reseed_rank = self._rng_to_restore is None and self.dist.rank > 0  # resumed on more processes
         if self.verbose:
             print(f"Resuming {path} after epoch {self.start_epoch}/{self.epochs}")
 
@@ -794,9 +796,10 @@ class Trainer:
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
-        elif self.start_epoch > 0 and self.dist.rank > 0:  # resumed on more processes than saved
+        elif self._reseed_rank:  # a rank the saving job did not have: its own stream from here on
             from .device import seed_everything
 
+            self._reseed_rank = False
             seed_everything((self.seed or 0) + self.dist.rank + 1000 * self.start_epoch)
         elif self.seed is not None and self.start_epoch == 0:
             from .device import seed_everything

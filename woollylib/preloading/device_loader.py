@@ -261,15 +261,10 @@ class DeviceLoader:
 
     def _shard_positions(self) -> torch.Tensor:
         """Positions of this rank's items in the one-process order of an epoch (see preloading.shard)."""
-        from .loaders import rank_positions
+        from .loaders import shard_positions
 
         rank, world, train = self.shard
-        n = self.dataset_size
-        if not train:
-            return torch.arange(rank, n, world)
-        gb = self.batch_size * world
-        used = (n // gb) * gb if self.drop_last else n
-        return torch.from_numpy(rank_positions(used, gb, rank, world))
+        return torch.from_numpy(shard_positions(self.dataset_size, self.batch_size, rank, world, self.drop_last, train))
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch``: its order and augmentation depend only on (seed, epoch)."""

@@ -132,6 +132,17 @@ def rank_positions(used: int, global_batch: int, rank: int, world_size: int) -> 
     return pos
 
 
+def shard_positions(size: int, batch_size: int, rank: int, world_size: int, drop_last: bool = False,
+                    train: bool = True) -> np.ndarray:
+    """Positions into an epoch's one-process order of ``size`` items that rank ``rank`` takes: for training
+    its slice of every global batch (``batch_size`` per rank), for evaluation ``rank, rank + W, ...``."""
+    if not train:
+        return np.arange(rank, size, world_size)
+    global_batch = batch_size * world_size
+    used = (size // global_batch) * global_batch if drop_last else size
+    return rank_positions(used, global_batch, rank, world_size)
+
+
 class EpochSampler(Sampler):
     """Yields ``(index, batch_seed, first_in_batch)`` keys; order and seeds derive from (seed, epoch).
 

@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 
 from ..errors import DistributedError
-from .loaders import _WORKERS, EpochSampler, SeededDataLoader, _derive, rank_positions
+from .loaders import (
+    _WORKERS,
+    EpochSampler,
+    SeededDataLoader,
+    _derive,
+    rank_positions,
+    shard_positions,
+)
 
-__all__ = ["ShardedEpochSampler", "is_sharded", "rank_positions", "shard_loader"]
+__all__ = ["ShardedEpochSampler", "is_sharded", "rank_positions", "shard_loader", "shard_positions"]
 
 
 class ShardedEpochSampler(EpochSampler):
@@ -34,11 +40,7 @@ class ShardedEpochSampler(EpochSampler):
         super().__init__(size, batch_size, shuffle, seed)
         self.rank, self.world_size, self.train, self.drop_last = int(rank), int(world_size), bool(train), drop_last
         self.global_batch = self.batch_size * self.world_size if train else self.batch_size
-        if train:
-            used = (self.size // self.global_batch) * self.global_batch if drop_last else self.size
-            self._positions = rank_positions(used, self.global_batch, self.rank, self.world_size)
-        else:
-            self._positions = np.arange(self.rank, self.size, self.world_size)
+        self._positions = shard_positions(self.size, self.batch_size, self.rank, self.world_size, drop_last, train)
 
     def __len__(self) -> int:
         return len(self._positions)
