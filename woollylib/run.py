@@ -686,7 +686,7 @@ class RunDir:
 
     def write_history(self, history: History) -> Path:
         """metrics.csv, then history.json (the same figures: one row per epoch, and the curves)."""
-        _atomic_write(self.path / METRICS_CSV, lambda f: f.write(metrics_csv(history).encode("utf-8")))
+        atomic_write_bytes(metrics_csv(history).encode("utf-8"), self.path / METRICS_CSV)
         return history.save(self.path / HISTORY)
 
     def write_metrics(self, summary: dict) -> Path:
