@@ -238,7 +238,8 @@ def _fresh(model0, channels_last, device):
     return model.train(), opt
 
 
-def bench_train(quick: bool, device: str) -> dict:
+def bench_train(quick: bool, device: str, emit=lambda key, out: None) -> dict:
+    """``emit(key, out)`` is called as soon as a configuration's row is measured (the runner prints it)."""
     from woollylib.models import get_model
 
     bs, steps, reps = (16, 2, 1) if quick else (128, 3, 3)
@@ -259,6 +260,7 @@ def bench_train(quick: bool, device: str) -> dict:
                 continue
             if amp == "bf16" and skip_bf16:
                 out[f"{name}/{mode}"] = unavailable(skip_bf16)
+                emit(f"{name}/{mode}", out)
                 continue
             best = {"bare": 0.0, "engine": 0.0}
             # GEMM measured next to every configuration: the FLOP share uses the best of them all
@@ -287,6 +289,7 @@ def bench_train(quick: bool, device: str) -> dict:
             out[f"{name}/{mode}"] = {"bare": best["bare"], "engine": best["engine"],
                                      "ratio": best["engine"] / best["bare"], "repeats": rounds,
                                      "timed_steps": n, "batch_size": b}
+            emit(f"{name}/{mode}", out)
     return out
 
 
@@ -523,13 +526,31 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=str(Path(__file__).with_name("results")), help="folder for the JSON")
     args = ap.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
-    report: dict = {"machine": machine(args.device), "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    unknown = [name for name in sections if name not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    report: dict = {"machine": machine(args.device), "quick": args.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "sections_done": []}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{'quick' if args.quick else 'full'}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    # what is measured is printed (and flushed) and saved at once: a run stopped half-way keeps it
+    print(render_header(report), flush=True)
+    _save(path, report)
     skip = bf16_skip_reason(args.device)
     if skip:
         print(f"bf16 rows {skip}", file=sys.stderr, flush=True)
+
+    def train_row(key: str, partial: dict) -> None:
+        report["train"] = partial
+        t = Table()
+        _train_row(t, key, partial[key], partial)
+        print(t.render(), flush=True)
+        _save(path, report)
+
     runners = {
         "data": lambda: bench_data(args.quick, args.device),
-        "train": lambda: bench_train(args.quick, args.device),
+        "train": lambda: bench_train(args.quick, args.device, emit=train_row),
         "flops": lambda: bench_flops(args.quick, args.device, report.get("train")),
         "precision": lambda: bench_precision(args.quick, args.device),
         "compile": lambda: bench_compile(args.quick, args.device),
@@ -538,27 +559,42 @@ def main(argv: list[str] | None = None) -> dict:
         "digits": lambda: bench_digits(args.quick, args.device),
     }
     for name in sections:
-        if name not in runners:
-            raise SystemExit(f"unknown section {name!r}; choose from {', '.join(runners)}")
         t0 = time.perf_counter()
+        if name == "train":  # its rows are printed one by one as they are measured
+            print(render_section("train", {"train": {}}), flush=True)
         try:
             report[name] = runners[name]()
         except ImportError as exc:  # a missing optional package (e.g. the bench extra)
             report[name] = unavailable(f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 - one broken section must not hide the others
             report[name] = unavailable(f"{type(exc).__name__}: {exc}")
+        if name != "train" or "unavailable" in report[name]:
+            print(render_section(name, report), flush=True)
+        report["sections_done"].append(name)
+        _save(path, report)
         print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
-    print(render(report))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = out / f"{'quick' if args.quick else 'full'}-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2, default=float))
-    print(f"\nwrote {path}")
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    _save(path, report)
+    print(f"\nwrote {path}", flush=True)
     return report
 
 
+SECTIONS = ("data", "train", "flops", "precision", "compile", "imports", "memory", "digits")
+
+
+def _save(path: Path, report: dict) -> None:
+    """Write the results so far, atomically (a stop mid-write leaves the previous version)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=float))
+    os.replace(tmp, path)
+
+
 def render(r: dict) -> str:
+    """The whole table of a report (the header, then every section it holds)."""
+    return "\n".join([render_header(r)] + [render_section(name, r) for name in SECTIONS if name in r])
+
+
+def render_header(r: dict) -> str:
     t = Table()
     m = r["machine"]
     t.title(f"woollylib benchmark ({'quick' if r['quick'] else 'full'}) - device {m['device']}, torch {m['torch']}")
@@ -572,8 +608,22 @@ def render(r: dict) -> str:
         t.row("GPU", f"{m['gpu']} (compute capability {m.get('gpu_compute_capability')}, native bf16 "
                      f"{'yes' if m.get('gpu_bf16_native') else 'no'})")
     t.row("platform", f"{m['platform']}, Python {m['python']}")
+    return t.render()
+
+
+def _train_row(t: Table, k: str, v, tr: dict) -> None:
+    if isinstance(v, dict) and "engine" in v:
+        t.row(k, f"bare {v['bare']:7.1f}  engine {v['engine']:7.1f}  ratio {v['ratio']:.3f}  (batch "
+                 f"{v.get('batch_size', tr.get('batch_size'))}, best of {v['repeats']} x {v['timed_steps']} steps)")
+    elif isinstance(v, dict):
+        t.row(k, v.get("unavailable", v))
+
+
+def render_section(name: str, r: dict) -> str:
+    """One section's block of the table."""
+    t = Table()
     d = r.get("data")
-    if d is not None:
+    if name == "data" and d is not None:
         t.section(f"data: images/s, batch {BATCH}, {d.get('n_images', '?')} synthetic CIFAR images" if "n_images" in d
                   else "data")
         for k in ("albumentations_w0", "albumentations_w2", "device_loader", "device_loader_channels_last",
@@ -588,17 +638,15 @@ def render(r: dict) -> str:
         if "unavailable" in d:
             t.row("data", d["unavailable"])
     tr = r.get("train")
-    if tr is not None:
+    if name == "train" and tr is not None:
         t.section("train: images/s, engine vs bare loop (same batches, model, optimizer, precision)")
         if "unavailable" in tr:
             t.row("train", tr["unavailable"])
         for k, v in tr.items():
-            if isinstance(v, dict) and "engine" in v:
-                t.row(k, f"bare {v['bare']:7.1f}  engine {v['engine']:7.1f}  ratio {v['ratio']:.3f}  (batch {v.get('batch_size', tr['batch_size'])}, best of {v['repeats']} x {v['timed_steps']} steps)")
-            elif isinstance(v, dict):
-                t.row(k, v.get("unavailable", v))
+            if k != "unavailable":
+                _train_row(t, k, v, tr)
     pr = r.get("precision")
-    if pr is not None:
+    if name == "precision" and pr is not None:
         t.section("precision: custom_resnet NHWC, engine images/s, amp=True as resolved here vs amp off")
         if "unavailable" in pr:
             t.row("precision", pr["unavailable"])
@@ -606,7 +654,7 @@ def render(r: dict) -> str:
             t.row("amp=True resolves to", f"{pr['amp_on_resolves_to']} ({pr['reason']})")
             t.row("amp on / off", f"{pr['amp_on']:7.1f} / {pr['amp_off']:7.1f} img/s  ratio {pr['ratio_on_vs_off']:.3f}")
     co = r.get("compile")
-    if co is not None:
+    if name == "compile" and co is not None:
         t.section("compile: torch.compile(mode='default') vs eager, engine images/s (compilation timed apart)")
         if "unavailable" in co:
             t.row("compile", co["unavailable"])
@@ -615,7 +663,7 @@ def render(r: dict) -> str:
                   f"{co['compiled']:8.1f}  ratio {co['ratio_compiled_vs_eager']:.3f}")
             t.row("first compiled step (compilation)", f"{co['compile_s']:.1f} s")
     f = r.get("flops")
-    if f is not None:
+    if name == "flops" and f is not None:
         t.section("flops: measured GEMM and the share a training step reaches")
         for k, v in f.items():
             if k.startswith("gemm"):
@@ -627,12 +675,12 @@ def render(r: dict) -> str:
             elif isinstance(v, dict):
                 t.row(k, v.get("unavailable", v))
     im = r.get("imports")
-    if im is not None:
+    if name == "imports" and im is not None:
         t.section("imports: seconds in a fresh interpreter (median)")
         for k, v in im.items():
             t.row(k, f"{v:.3f}" + ("x" if k.startswith("ratio") else " s") if isinstance(v, float) else v)
     me = r.get("memory")
-    if me is not None:
+    if name == "memory" and me is not None:
         t.section(f"memory: peak RSS of one epoch over {me.get('n_images', '?')} images (process tree)")
         for k, v in me.items():
             if isinstance(v, dict) and "tree_peak_mb" in v:
@@ -641,7 +689,7 @@ def render(r: dict) -> str:
             elif isinstance(v, dict):
                 t.row(k, v.get("unavailable", v))
     dg = r.get("digits")
-    if dg is not None:
+    if name == "digits" and dg is not None:
         t.section("digits: time to 98% test accuracy")
         if "unavailable" in dg:
             t.row("digits", dg["unavailable"])

@@ -284,6 +284,26 @@ def test_grad_cam_on_a_1x1_map_warns_and_names_a_larger_stage():
         compute_cams(model, x, stages=["layer3"])  # a 2x2 map: no warning
 
 
+def test_grad_cam_on_a_stage_without_gradients_warns_that_the_maps_are_constant():
+    from torch import nn
+
+    from woollylib.utils.gradcam import compute_cams
+
+    class Detached(nn.Module):  # 'features' (8x8 maps) does not reach the logits: its gradients are zero
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Conv2d(3, 4, 3, padding=1)
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))
+
+        def forward(self, x):
+            return self.head(x) + 0 * self.features(x).sum()
+
+    x = torch.randn(3, 3, 8, 8)
+    with pytest.warns(UserWarning, match=r"'features' gave a constant heatmap for 3 of 3 image\(s\)"):
+        cams = compute_cams(Detached(), x, stages=["features"])
+    assert all(c.max() == c.min() for c in cams["features"])  # what the warning is about
+
+
 def test_python_dash_m_woollylib_runs_the_cli():
     import subprocess
     import sys

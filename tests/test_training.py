@@ -396,7 +396,7 @@ def test_speed_defaults_per_device_and_what_the_trainer_records(tmp_path, monkey
 
     from woollylib.training import speed_defaults
 
-    assert speed_defaults("cpu") == (False, True)  # channels_last measured faster; bf16 opt-in
+    assert speed_defaults("cpu") == (False, True)  # channels_last measured faster; no model: fp32
     t4 = types.SimpleNamespace(name="Tesla T4", major=7, minor=5)  # no native bf16 (tests/test_precision.py)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: t4)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
@@ -412,5 +412,9 @@ def test_speed_defaults_per_device_and_what_the_trainer_records(tmp_path, monkey
     model(images)  # materialise the lazy layer
     trainer = Trainer(model, ([(images, labels)] * 2, [(images, labels)]), "cpu", 1, lr=0.01,
                       out_dir=tmp_path / "run", progress=False, verbose=False)
-    assert trainer.config["resolved"]["amp"] is False and trainer.config["resolved"]["channels_last"] is True
+    from woollylib.precision import cpu_info
+
+    # amp="auto" on the CPU: bf16 where it is native (a model without grouped convolutions), else fp32
+    assert trainer.config["resolved"]["amp"] == ("bf16" if cpu_info().bf16_native else False) == trainer.amp
+    assert trainer.config["resolved"]["channels_last"] is True
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)

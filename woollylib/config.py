@@ -139,8 +139,9 @@ class ScheduleConfig:
 @dataclass
 class EngineConfig:
     amp: Any = setting("auto", "mixed precision: auto | off | on | bf16 | fp16; auto = bf16 on GPUs with native "  # noqa: RUF009
-                               "bf16, else fp16 + GradScaler, off on CPU/MPS; on = the same on CUDA, bf16 on CPUs "
-                               "with native bf16, fp32 with a warning on others (woollylib.precision)", cli="optional",
+                               "bf16, else fp16 + GradScaler; on a CPU with native bf16 bf16 unless the model has "
+                               "grouped (depthwise) convolutions, else fp32; off on MPS; on = the same on CUDA, bf16 on "
+                               "CPUs with native bf16, fp32 with a warning on others (woollylib.precision)", cli="optional",
                        choices=["auto", "off", "on", "bf16", "fp16"])
     channels_last: Any = setting("auto", "NHWC memory format: auto | on | off (auto = on for CUDA and CPU, off "  # noqa: RUF009
                                          "for MPS)", choices=["auto", "on", "off"])

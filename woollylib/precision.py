@@ -17,8 +17,10 @@ device   "auto" / True                          warned about
 CUDA     bf16 where native (compute capability  "bf16" on a GPU that only emulates it
          >= 8: A100, H100, RTX 30xx+), else
          fp16 + GradScaler (T4, V100)
-CPU      auto: fp32. True: bf16 where native,   True or "bf16" without native bf16 (True
-         else fp32                              falls back to fp32); "fp16" (any CPU)
+CPU      auto: bf16 where native and the model  True or "bf16" without native bf16 (True
+         has no grouped convolution, else fp32  falls back to fp32); "fp16" (any CPU)
+         (measured: benchmarks/cpu_precision.py)
+         True: bf16 where native, else fp32
 MPS      fp32 ("bf16"/"fp16" as asked)          True (stays fp32)
 =======  =====================================  ===========================================
 
@@ -44,6 +46,7 @@ __all__ = [
     "channels_last_hazard",
     "choose_precision",
     "cpu_info",
+    "onednn_isa_family",
     "resolve_channels_last",
 ]
 
@@ -188,8 +191,42 @@ def _cuda_facts(device: torch.device) -> tuple[str, bool, str]:
     return props.name, props.major >= 8, f"compute capability {props.major}.{props.minor}"
 
 
-def choose_precision(device, amp="auto", *, warn: bool = True) -> Precision:
+def grouped_conv(model) -> str | None:
+    """The name of the first grouped (e.g. depthwise) convolution of ``model``, else None."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.conv._ConvNd) and module.groups > 1:
+            return name or type(module).__name__
+    return None
+
+
+def cpu_auto_precision(cpu: CpuInfo, model=None) -> tuple[bool | str, str]:
+    """``amp="auto"`` on the CPU: (mode, reason). bf16 autocast where the CPU computes bf16 natively and the
+    model has no grouped convolution, else fp32.
+
+    Decided by ``python benchmarks/cpu_precision.py`` (every registered model, channels_last, bf16 against
+    fp32 in images/s and in test accuracy on digits over 3 seeds) on a 2-core AMD EPYC with AVX-512-bf16
+    (Zen 4, 2026-12-04): custom_resnet, resnet18 and resnet34 trained 1.92x, 3.16x and 1.86x faster in bf16
+    (batch 64) with accuracy within the seeds' spread, while the depthwise ``compact`` net gained nothing
+    (0.96x; its digits runs took 5.0 s against 4.2 s). Without native bf16, bf16 is emulated (14-17x slower:
+    fp32).
+    """
+    if not cpu.bf16_native:
+        return False, f"fp32: {cpu.bf16_reason}, so bf16 would be emulated (slow)"
+    if model is None:
+        return False, ("fp32: on the CPU amp='auto' chooses bf16 per model (pass the model; amp=True or "
+                       "'bf16' forces it)")
+    layer = grouped_conv(model)
+    if layer is not None:
+        return False, (f"fp32: the model has grouped (depthwise) convolutions ({layer!r}), which bf16 does not "
+                       f"speed up on the CPU (measured 0.96x for compact); amp=True or 'bf16' forces it")
+    return "bf16", f"{cpu.name} has native bf16 ({cpu.bf16_reason}) and the model has no grouped convolutions"
+
+
+def choose_precision(device, amp="auto", *, warn: bool = True, model=None) -> Precision:
     """The precision to train with on ``device`` for ``amp`` (see the module docstring).
+
+    On the CPU, ``amp="auto"`` looks at ``model`` too (:func:`cpu_auto_precision`): bf16 where the CPU has
+    native bf16 and the model has no grouped convolution, else fp32.
 
     Gives at most one ``PrecisionWarning`` (with ``warn``), naming the reason and the measured cost.
     """
@@ -216,10 +253,10 @@ def choose_precision(device, amp="auto", *, warn: bool = True) -> Precision:
             mode, reason = "fp16", f"fp16 asked for on {name} ({cc})"
     elif device.type == "cpu":
         name, bf16_native = cpu.name, cpu.bf16_native
-        if requested in (False, "auto"):
-            mode = False
-            reason = ("amp off" if requested is False else
-                      "on the CPU mixed precision is opt-in (amp=True uses bf16 where native)")
+        if requested is False:
+            mode, reason = False, "amp off"
+        elif requested == "auto":
+            mode, reason = cpu_auto_precision(cpu, model)
         elif requested in (True, "bf16"):
             if cpu.bf16_native:
                 mode, reason = "bf16", f"{cpu.name} has native bf16 ({cpu.bf16_reason})"
@@ -252,16 +289,46 @@ def choose_precision(device, amp="auto", *, warn: bool = True) -> Precision:
                      device_name=name, bf16_native=bf16_native, cpu_capability=cpu.capability, warning=note)
 
 
+_ISA_ORDER = ("SSE41", "AVX", "AVX2", "AVX512")
+
+
+def onednn_isa_family() -> str:
+    """The instruction-set family of oneDNN's CPU kernels here: "AVX512", "AVX2", "AVX" or "SSE41": the best
+    this CPU has (AVX-512 needs F, BW, VL and DQ), lowered by ``ONEDNN_MAX_CPU_ISA`` (or ``DNNL_MAX_CPU_ISA``)."""
+    flags = _cpu_flags()
+
+    def has(*names):
+        return all(flags.get(n) or flags.get(n.replace("_", "")) for n in names)
+
+    if has("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq"):
+        best = "AVX512"
+    elif has("avx2"):
+        best = "AVX2"
+    elif has("avx"):
+        best = "AVX"
+    else:
+        best = "SSE41"
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    if not cap or cap in ("ALL", "DEFAULT"):
+        return best
+    family = "AVX512" if cap.startswith(("AVX512", "AVX10")) else "AVX2" if cap.startswith("AVX2") else \
+        "AVX" if cap.startswith("AVX") else "SSE41"
+    return min(best, family, key=_ISA_ORDER.index)
+
+
 def channels_last_hazard(model, device) -> str | None:
-    """The name of a layer that oneDNN's CPU kernels cannot train in channels_last, else None.
+    """The name of a layer that oneDNN's CPU kernels cannot train in channels_last here, else None.
 
     On torch 2.14 a 1x1 convolution with a stride above 1 and 2-7 input channels (a narrow
     downsampling shortcut, e.g. ``compact`` at ``width`` < 8) corrupts the heap in its backward pass
-    on an AVX2 CPU when input and weights are channels_last: the process aborts, segfaults or hangs.
-    Found on a 2-core AMD EPYC (Zen 1); NCHW, 8 or more channels and ONEDNN_MAX_CPU_ISA=SSE41 train.
+    when input and weights are channels_last and oneDNN runs its AVX2 kernels: the process aborts,
+    segfaults or hangs. ``python benchmarks/channels_last_hazard.py`` measured which kernel paths crash:
+    on an AVX-512 CPU (AMD EPYC Zen 4) only ``ONEDNN_MAX_CPU_ISA=AVX2`` did (2, 3, 4, 6 and 7 channels);
+    its AVX-512, AVX and SSE4.1 kernels trained, as did 8 and 16 channels; a Zen 1 AVX2 CPU crashed the
+    same way. So the check applies only where :func:`onednn_isa_family` is "AVX2".
     """
     if torch.device(device).type != "cpu" or not torch.backends.mkldnn.is_available() \
-            or not torch.backends.mkldnn.enabled:
+            or not torch.backends.mkldnn.enabled or onednn_isa_family() != "AVX2":
         return None
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Conv2d) and tuple(module.kernel_size) == (1, 1) \
@@ -285,8 +352,9 @@ def resolve_channels_last(device, channels_last="auto", model=None) -> bool:
     layer = channels_last_hazard(model, device) if channels_last and model is not None else None
     if layer is not None:
         warnings.warn(f"channels_last is off for this model on the CPU: its layer {layer!r} (a 1x1 strided "
-                      "convolution with fewer than 8 input channels) crashes oneDNN's channels_last backward "
-                      "pass; training in NCHW instead (widen the layer to 8+ channels to get NHWC back)",
+                      "convolution with fewer than 8 input channels) crashes the channels_last backward pass "
+                      "of oneDNN's AVX2 kernels; training in NCHW instead (widen the layer to 8+ channels to get "
+                      "NHWC back)",
                       PrecisionWarning, stacklevel=2)
         return False
     return channels_last

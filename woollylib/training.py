@@ -401,7 +401,7 @@ class Trainer:
         ckpt = self._check_run_dir()  # everything is validated before the disk is touched
         self.epochs = _check_epochs(s.schedule.epochs)
         self.lr = _check_lr(s.optim.lr)
-        self.precision = choose_precision(self.device, s.engine.amp)  # one warning where it is slow
+        self.precision = choose_precision(self.device, s.engine.amp, model=model)  # one warning where it is slow
         self.amp = self.precision.mode
         self.channels_last = resolve_channels_last(self.device, s.engine.channels_last, model)
         self.model = unwrap_model(model).to(self.device)  # the plain module: checkpoints hold its weights
@@ -834,7 +834,7 @@ class Trainer:
                  lrs=tr["lrs"], epoch_time=seconds, val_loss=va["loss"] if va else None,
                  val_acc=va["acc"] if va else None)
         now = va if va is not None else te
-        self._save(epoch, is_best=best_before is None or now["acc"] > best_before)
+        self._save(epoch, is_best=self.improves_best(now["acc"], best_before))
         self._log_tensorboard(epoch)
         self.start_epoch = epoch  # a later fit() call continues from here
         if self.verbose:
@@ -844,6 +844,12 @@ class Trainer:
                   f"test loss {te['loss']:.4f} acc {te['acc']:6.2f}%  lr {lr_now:.3g}  {seconds:.1f} s",
                   flush=True)
         return {"train": tr, "val": va, "test": te, "seconds": seconds}
+
+    @staticmethod
+    def improves_best(acc: float, best_before: float | None) -> bool:
+        """Whether an epoch's accuracy (validation, else test) replaces best.pt: the first epoch does, and
+        a later one that is strictly higher (a tie keeps the earlier epoch)."""
+        return best_before is None or acc > best_before
 
     @property
     def stopped_early(self) -> bool:

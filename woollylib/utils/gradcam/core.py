@@ -159,9 +159,9 @@ def _map_sizes(model: nn.Module, x: torch.Tensor, modules: dict) -> dict:
     return sizes
 
 
-def _warn_single_pixel_maps(model: nn.Module, x: torch.Tensor, layers: dict) -> None:
+def _warn_single_pixel_maps(model: nn.Module, x: torch.Tensor, layers: dict) -> dict:
     """Warn for a stage whose feature map is 1x1 at this input size: its CAM is one number, so the
-    scaled heatmap is all zero. Names the deepest stage with a larger map."""
+    scaled heatmap is all zero. Names the deepest stage with a larger map. Returns the map sizes."""
     import warnings
 
     candidates = {}
@@ -177,6 +177,7 @@ def _warn_single_pixel_maps(model: nn.Module, x: torch.Tensor, layers: dict) -> 
             warnings.warn(
                 f"stage {name!r} has a 1x1 feature map on {x.shape[-2]}x{x.shape[-1]} images: its heatmaps "
                 f"are constant (all zero after scaling){hint}", UserWarning, stacklevel=3)
+    return sizes
 
 
 def compute_cams(
@@ -224,7 +225,7 @@ def compute_cams(
     device = model_device(model)
     # a fresh leaf that requires grad: gradients reach the stages even with frozen parameters
     x = images.detach().to(device).clone().requires_grad_(True)
-    _warn_single_pixel_maps(model, x[:1].detach(), layers)
+    sizes = _warn_single_pixel_maps(model, x[:1].detach(), layers)
     out: dict[str, np.ndarray] = {}
     with explain_mode(model):
         cam_targets = None
@@ -246,7 +247,25 @@ def compute_cams(
                 except IndexError as err:  # the library's __exit__ would swallow an IndexError
                     raise ValueError(f"{method} failed on stage {name!r}: {err}") from err
             out[name] = np.asarray(maps, dtype=np.float32)
+    _warn_constant_maps(out, sizes)
     return out
+
+
+def _warn_constant_maps(cams: dict[str, np.ndarray], sizes: dict) -> None:
+    """Warn for a stage (with more than one pixel: 1x1 maps are warned about before) whose heatmaps are
+    constant, so the figure shows nothing: the stage's gradients or activations are zero for those images."""
+    import warnings
+
+    for name, maps in cams.items():
+        if sizes.get(name) == (1, 1) or maps.size == 0:
+            continue
+        flat = maps.reshape(len(maps), -1)
+        constant = int((flat.max(axis=1) - flat.min(axis=1) == 0).sum())
+        if constant:
+            warnings.warn(
+                f"stage {name!r} gave a constant heatmap for {constant} of {len(maps)} image(s): its gradients or "
+                "activations are zero there, so the overlay shows nothing; try another stage or method "
+                "(e.g. method='eigencam', which needs no gradients)", UserWarning, stacklevel=3)
 
 
 def overlay(image, cam: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
