@@ -27,7 +27,8 @@ LAYERS = (
     ("woollylib.scheduler",),                                       # 3 schedules, LR range test
     ("woollylib.run", "woollylib.config"),                          # 4 run folder, grouped settings
     ("woollylib.training",),                                        # 5 the trainer
-    ("woollylib.utils",),                                           # 6 explain, experiments
+    ("woollylib.utils",),                                           # 6 explain, metrics, figures
+    ("woollylib.recipe",),                                          # 6b a run's recipe: build, train, rebuild
     ("woollylib.report", "woollylib.experiments", "woollylib.main", "woollylib.cli",
      "woollylib.__main__"),                                         # 7 user surfaces, sweeps + comparison
 )

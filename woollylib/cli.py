@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import io
 import sys
-import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -218,33 +217,14 @@ def _fill_defaults(args: argparse.Namespace, defaults: dict) -> argparse.Namespa
     return args
 
 
-def _settings(args: argparse.Namespace):
-    """The run's Settings from parsed (and default-filled) arguments."""
+def _recipe(args: argparse.Namespace):
+    """The run's Recipe from parsed (and default-filled) arguments: its settings and model spec."""
     from .config import Settings, flat_names
+    from .recipe import Recipe
+    from .run import ModelSpec, parse_model_options
 
-    return Settings.from_flat(**{k: getattr(args, k) for k in flat_names() if hasattr(args, k)})
-
-
-def _build(args, settings, device=None):
-    """(device, data bundle, model) from parsed args (``device``: already chosen, e.g. by torchrun's rank)."""
-    from .config import load_data
-    from .device import resolve_device, seed_everything
-    from .models import get_model
-    from .run import parse_model_options
-
-    device = resolve_device(args.device) if device is None else device
-    print(f"Using device: {device}")
-    seed_everything(args.seed)
-    data = load_data(settings.data, device, args.seed)
-    model = get_model(args.model, num_classes=len(data.classes), **parse_model_options(args.model_opt))
-    return device, data, model
-
-
-def _optimizer(args, model, lr):
-    from .bp.optimizer import get_optimizer
-
-    return get_optimizer(args.optimizer, model, lr=lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                         nesterov=bool(args.nesterov))
+    settings = Settings.from_flat(**{k: getattr(args, k) for k in flat_names() if hasattr(args, k)})
+    return Recipe(settings, ModelSpec(args.model, parse_model_options(args.model_opt)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,9 +283,8 @@ def _resolve_resume(args: argparse.Namespace, out: Path) -> argparse.Namespace:
 
 
 def train(args: argparse.Namespace) -> int:
-    """``woollylib train``: build data and model, (find lr), fit with checkpoints, write metrics."""
-    from .run import RunDir
-
+    """``woollylib train``: the run's recipe built and fitted (after a range test with --find-lr), metrics
+    written, and with --report the report; under torchrun on every rank, rank 0 writing."""
     defaults = train_defaults()
     dataset = args.dataset or defaults["dataset"]
     model_name = args.model or defaults["model"]
@@ -314,14 +293,6 @@ def train(args: argparse.Namespace) -> int:
         raise CLIError("--resume and --overwrite contradict each other; pass only one")
     if getattr(args, "seeds", None):
         return _train_seeds(args, out)
-    from .distributed import env
-
-    # one writer per run directory, from the first check to the last file (under torchrun: rank 0)
-    with RunDir(out).lock() if env().rank == 0 else contextlib.nullcontext():
-        return _train(args, out, defaults)
-
-
-def _train(args: argparse.Namespace, out: Path, defaults: dict) -> int:
     from .distributed import session
 
     backend, timeout = args.dist_backend or defaults["dist_backend"], args.dist_timeout or defaults["dist_timeout"]
@@ -343,37 +314,20 @@ def _train_on(args: argparse.Namespace, out: Path, defaults: dict, dist) -> int:
     args.out_dir = str(out)
     if not 0.0 <= args.label_smoothing < 1.0:
         raise CLIError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
-    settings = _settings(args)
-
-    device, data, model = _build(args, settings, dist.device)
-    found = None
-    if args.find_lr:
-        from .scheduler import find_lr as range_test
-
-        found = range_test(model, data.train_loader, optimizer=_optimizer(args, model, 1e-7), device=device)
-        settings.optim.lr = args.lr = dist.broadcast_float(found.suggestion)  # rank 0's; find_lr prints it
-
-    from .training import Trainer
-
-    trainer = Trainer(model, data, device, settings=settings, config={"find_lr": bool(found)})
-    t0 = time.perf_counter()
-    history = trainer.fit()
-    seconds = time.perf_counter() - t0
+    recipe = _recipe(args)
+    recipe.extra["find_lr"] = bool(args.find_lr)
+    print(f"Using device: {dist.device}")
+    result = recipe.train(dist.device, find_lr=bool(args.find_lr), dist=dist)  # under the run folder's lock
     if not dist.is_writer:  # rank 0 writes the metrics and the report
         return 0
+    from .recipe import headline
 
-    from .report import headline, write_metrics
-
-    summary = write_metrics(out, trainer.model, data, device, history, tta_flip=settings.engine.tta_flip,
-                            this_session_s=seconds, lr=settings.optim.lr,
-                            found_lr=float(found.suggestion) if found is not None else None)
-    if found is not None:
-        _save_lr_finder(found, out)
+    summary, history = result.metrics, result.history
     print(f"{headline(summary, history)}; {len(history)} epochs in {summary['train_time_s']:.1f} s; wrote {out}/")
     if args.report:
         from .report import write_report
 
-        write_report(out, trainer.model, data, device)
+        write_report(out, result.model, result.data, result.device)
     return 0
 
 
@@ -448,27 +402,21 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_lr_finder(result, out: Path) -> None:
-    """``lr_finder.json`` (the curve and suggestion, read by the report) and ``lr_finder.png``."""
-    from .run import LR_FINDER, RunDir
-    from .utils.visualize import plot_lr_finder
-
-    run = RunDir(out)
-    run.write_lr_finder(result)
-    png = run.save_figure(plot_lr_finder(result), "lr_finder")
-    print(f"wrote {out / LR_FINDER} and {png}")
-
-
 def find_lr(args: argparse.Namespace) -> int:
     """``woollylib find-lr``: LR range test alone; prints the suggestion, saves the curve with --out."""
-    args = _fill_defaults(args, train_defaults())
-    device, data, model = _build(args, _settings(args))
+    from .device import resolve_device
+    from .recipe import save_lr_finder
     from .scheduler import find_lr as range_test
 
+    args = _fill_defaults(args, train_defaults())
+    recipe = _recipe(args)
+    device = resolve_device(args.device)
+    print(f"Using device: {device}")
+    data, model = recipe.build(device)
     result = range_test(
         model,
         data.train_loader,
-        optimizer=_optimizer(args, model, args.start_lr),
+        optimizer=recipe.optimizer(model, args.start_lr),
         device=device,
         start_lr=args.start_lr,
         end_lr=args.end_lr,
@@ -479,8 +427,7 @@ def find_lr(args: argparse.Namespace) -> int:
     )
     print(f"suggested lr: {float(result.suggestion):.4g} ({result.method})")
     if args.out_dir:
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        _save_lr_finder(result, Path(args.out_dir))
+        save_lr_finder(result, Path(args.out_dir))
     return 0
 
 

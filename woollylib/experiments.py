@@ -34,7 +34,6 @@ import math
 import os
 import re
 import sys
-import time
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -387,39 +386,25 @@ def run_status(path, epochs: int | None = None) -> str:
 
 def train_run(run: dict, out_dir, device=None, *, overwrite: bool = False, verbose: bool = True,
               progress: bool = False, report: bool = False) -> dict:
-    """Train one expanded run into ``out_dir`` as ``woollylib train`` does (seed, data, model,
+    """Train one expanded run into ``out_dir`` as ``woollylib train`` does (its recipe: seed, data, model,
     Trainer, metrics.json); resume it when the folder holds an unfinished run. Returns metrics."""
-    from .config import load_data
-    from .device import resolve_device, seed_everything
-    from .models import get_model
-    from .report import write_metrics
-    from .run import RunDir
-    from .training import Trainer
+    from .recipe import Recipe
+    from .run import ModelSpec
 
     out_dir = Path(out_dir)
     status = run_status(out_dir)
     flags = {"overwrite": True} if overwrite and status != "new" else \
         {"resume": True} if status == "partial" else {}
-    settings = _settings(run, out_dir, progress=progress, verbose=verbose, **flags)
-    with RunDir(out_dir).lock():
-        device = resolve_device(device)
-        seed_everything(run["seed"])
-        data = load_data(settings.data, device, run["seed"], verbose=False)
-        options = run["options"]
-        model = get_model(options.get(MODEL) or _default_model(), num_classes=len(data.classes),
-                          **(options.get("model_opt") or {}))
-        trainer = Trainer(model, data, device, settings=settings, config={"sweep_run": run["dir"]})
-        t0 = time.perf_counter()
-        history = trainer.fit()
-        seconds = time.perf_counter() - t0
-        summary = write_metrics(out_dir, trainer.model, data, device, history,
-                                tta_flip=settings.engine.tta_flip, this_session_s=seconds,
-                                lr=settings.optim.lr, found_lr=None)
+    options = run["options"]
+    recipe = Recipe(_settings(run, out_dir, progress=progress, verbose=verbose, **flags),
+                    ModelSpec(options.get(MODEL) or _default_model(), dict(options.get("model_opt") or {})),
+                    {"sweep_run": run["dir"]})
+    result = recipe.train(device, verbose=False)
     if report:
         from .report import write_report
 
-        write_report(out_dir, trainer.model, data, device, verbose=verbose)
-    return summary
+        write_report(out_dir, result.model, result.data, result.device, verbose=verbose)
+    return result.metrics
 
 
 def _default_model() -> str:

@@ -586,7 +586,7 @@ def train_test_loop(model: nn.Module, *args, epochs: int | None = None, max_lr: 
     run directory also gets ``metrics.json`` (whole test set), like ``woollylib train``.
     """
     from . import training
-    from .report import write_metrics
+    from .recipe import write_metrics
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"train_test_loop() takes the model first, got {_describe(model)}; write: {_TRAIN_CALLS}")

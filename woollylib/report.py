@@ -45,130 +45,38 @@ HEADINGS = {  # figure key (woollylib.run.FIGURE_FILES) -> heading in the report
 
 
 # ----------------------------------------------------------------------------------------------
-# reading a run directory
-
-
-def _rebuild_model(run, config: dict, device, weights: str):
-    from .run import ModelSpec
-
-    ckpt = run.load(weights, map_location="cpu")
-    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-    spec = ModelSpec.from_dict(config["model"])
-    # the last 2-D weight is the classifier: (num_classes, features)
-    num_classes = spec.num_classes or [v for v in state.values() if getattr(v, "ndim", 0) == 2][-1].shape[0]
-    model = spec.build(num_classes)
-    model.load_state_dict(state)
-    model.to(device).eval()
-    epoch = ckpt.get("epoch")
-    label = f"{weights}.pt" + (f" (epoch {epoch})" if epoch is not None else "")
-    return model, label
-
-
-def _rebuild_data(config: dict, device, data_root):
-    from .config import Settings, load_data
-    from .preloading import list_sources
-
-    settings = Settings.from_dict(config["settings"])
-    info = config.get("data") or {}
-    data_cfg = settings.data
-    if info.get("name") in list_sources() and data_cfg.dataset != info["name"] and data_cfg.dataset != "folder":
-        data_cfg.dataset = info["name"]  # a notebook run: the bundle's own source
-    elif info.get("name") not in list_sources() and data_cfg.dataset != "folder":
-        raise ValueError(f"config.json names no known dataset ({info.get('name')!r}); pass data= to write_report")
-    batch = (config.get("resolved") or {}).get("batch_size") or 128
-    data = load_data(data_cfg, device, seed=0, augment=False, download=False, data_root=data_root, verbose=False,
-                     batch_size=int(batch))
-    saved = info.get("mean")
-    if saved and max(abs(a - b) for a, b in zip(saved, data.mean)) > 1e-3:
-        raise ValueError(
-            f"the rebuilt {data_cfg.dataset} data is normalised with mean {data.mean}, the run used {tuple(saved)}; "
-            "pass the run's data= to write_report"
-        )
-    return data
+# reading a run directory: woollylib.recipe rebuilds it
 
 
 def rebuild(run_dir, device=None, weights: str = "last", data_root=None):
-    """(model with the run's ``weights`` in eval mode, test DataBundle, label of the weights) of a run."""
-    from .device import resolve_device
-    from .run import CONFIG, RunDir
+    """(model with the run's ``weights`` in eval mode, test DataBundle, label of the weights) of a run
+    (``Recipe.from_run(run_dir).load(weights, device)``)."""
+    from .recipe import Recipe
 
-    run = RunDir(run_dir)
     if weights not in ("last", "best"):
         raise ValueError(f"weights must be 'last' or 'best', got {weights!r}")
-    config = run.read_config(required=False)
-    if config is None:
-        raise FileNotFoundError(f"{run / CONFIG} is missing; pass model= and data= to write_report")
-    device = resolve_device(device)
-    model, label = _rebuild_model(run, config, device, weights)
-    return model, _rebuild_data(config, device, data_root), label
+    return Recipe.from_run(run_dir).load(weights, device, data_root=data_root)
 
 
 def protocol_summary(history, config: dict | None = None) -> dict:
-    """The headline figures and how they were chosen (metrics.json's protocol keys).
+    """metrics.json's protocol keys (``woollylib.recipe.protocol_summary``)."""
+    from .recipe import protocol_summary as summary
 
-    "validation": best.pt and every decision used the validation split; ``val_chosen_test_acc`` is
-    the test accuracy of the epoch chosen on validation. "test-only": nothing was chosen; the
-    headline is ``final_test_acc``, and ``peak_test_acc`` was chosen on the test set (optimistic).
-    """
-    n = len(history)
-    settings = (config or {}).get("settings") or {}
-    patience = (settings.get("schedule") or {}).get("patience")
-    planned = (settings.get("schedule") or {}).get("epochs")
-    chosen = history.val_chosen_epoch
-    peak = history.peak_test_epoch
-    return {
-        "protocol": history.protocol,
-        "epochs": n,
-        "final_test_acc": history.final_test_acc,
-        "final_val_acc": history.val_acc[-1] if history.has_val else None,
-        "val_chosen_epoch": chosen,
-        "val_chosen_val_acc": history.val_acc[chosen - 1] if chosen else None,
-        "val_chosen_test_acc": history.test_acc[chosen - 1] if chosen else None,
-        "peak_test_acc": history.test_acc[peak - 1] if peak else None,
-        "peak_test_epoch": peak,
-        "peak_test_note": "chosen on the test set: an optimistic figure, not a model selection",
-        "best_epoch": history.best_epoch,  # the epoch best.pt holds
-        "best_chosen_on": "validation accuracy" if history.has_val else "test accuracy",
-        "best_test_acc": history.best_test_acc,
-        "stopped_early": bool(patience is not None and history.has_val and n < (planned or n + 1)
-                              and history.epochs_without_improvement() >= patience),
-    }
+    return summary(history, config)
 
 
 def headline(summary: dict, history) -> str:
-    """The one line a finished run prints: the final test accuracy and how anything was chosen."""
-    text = f"test accuracy {summary['accuracy']:.2f}% (final epoch)"
-    if history.has_val:
-        e = history.val_chosen_epoch
-        text += (f"; chosen on validation: epoch {e} (val {history.val_acc[e - 1]:.2f}%, test "
-                 f"{history.test_acc[e - 1]:.2f}%)")
-        if summary.get("stopped_early"):
-            text += "; stopped early"
-    else:
-        e = history.peak_test_epoch
-        text += f"; peak {history.test_acc[e - 1]:.2f}% at epoch {e} (chosen on the test set)"
-    return text
+    """The line a finished run prints (``woollylib.recipe.headline``)."""
+    from .recipe import headline as line
+
+    return line(summary, history)
 
 
 def write_metrics(out_dir, model, data, device, history, tta_flip: bool = False, **extra) -> dict:
-    """Write ``out_dir/metrics.json`` (whole test set: accuracy, per-class, confusion matrix); return it.
+    """Write ``out_dir/metrics.json`` (``woollylib.recipe.write_metrics``); return it."""
+    from .recipe import write_metrics as write
 
-    The same content as ``woollylib train`` writes, for runs made from Python.
-    """
-    from .run import RunDir
-    from .utils import metrics
-
-    test_loader = data.test_loader if hasattr(data, "test_loader") else data[1]  # bundle or (train, test)
-    summary = metrics.summary(model, test_loader, device, classes=getattr(data, "classes", None),
-                              tta_flip=tta_flip)
-    try:
-        config = RunDir(out_dir).read_config(False)
-    except (OSError, ValueError):
-        config = None
-    summary.update({"model_weights": "last epoch", **protocol_summary(history, config)})
-    summary.update({"train_time_s": float(sum(history.epoch_time)), **extra})  # all epochs, train + val + test
-    RunDir(out_dir).write_metrics(summary)
-    return summary
+    return write(out_dir, model, data, device, history, tta_flip=tta_flip, **extra)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -393,7 +301,10 @@ def write_report(
             model = None
     if model is not None and data is None:
         try:
-            data = _rebuild_data(config, device, data_root)
+            from .device import resolve_device
+            from .recipe import Recipe
+
+            data = Recipe.from_run(run_dir).test_data(resolve_device(device), data_root)
         except _EXPECTED as exc:
             skipped.append(f"model figures: cannot rebuild the test data ({type(exc).__name__}: {exc})")
             model = None
