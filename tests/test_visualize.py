@@ -271,12 +271,22 @@ def test_compare_optimizers_same_start_and_repeatable(data):
         compare_optimizers(net, data, optimizers=("lion",))
 
 
-def test_no_pyplot_figures_leak(model, data, tmp_path):
-    """Figures are built outside pyplot's registry: a script that makes many never accumulates them."""
+def test_figures_are_pyplot_current_without_accumulating(model, data, tmp_path):
+    """A script (Agg): the returned figure is pyplot's current one, so plt.savefig writes it; only
+    the latest woollylib figure stays in pyplot, however many are made; release() takes it out."""
     import matplotlib.pyplot as plt
 
     plt.close("all")  # whatever other test modules left behind is not ours to judge
-    viz.plot_random_samples(data, save_path=tmp_path / "a.png")
-    viz.plot_confusion_matrix(model, data, "cpu", save_path=tmp_path / "b.png")
-    viz.plot_lr_schedule([0.1, 0.2, 0.1], save_path=tmp_path / "c.png")
-    assert plt.get_fignums() == []
+    mine = plt.figure()  # the user's own figure is never closed by woollylib
+    a = viz.plot_random_samples(data, save_path=tmp_path / "a.png")
+    assert plt.gcf() is a
+    b = viz.plot_confusion_matrix(model, data, "cpu", save_path=tmp_path / "b.png")
+    plt.savefig(tmp_path / "b_plt.png")
+    assert 0.6 < (tmp_path / "b_plt.png").stat().st_size / (tmp_path / "b.png").stat().st_size < 1.6
+    c = viz.plot_lr_schedule([0.1, 0.2, 0.1], save_path=tmp_path / "c.png")
+    assert plt.gcf() is c and plt.get_fignums() == [mine.number, c.number]
+    b.savefig(tmp_path / "b_again.png")  # a figure out of pyplot is still a whole Figure
+    assert (tmp_path / "b_again.png").stat().st_size > 4000
+    assert viz.release(c) is c and plt.get_fignums() == [mine.number]
+    plt.show()  # Agg: returns at once
+    plt.close("all")

@@ -16,14 +16,20 @@ Usage::
     viz.plot_adversarial(model, images, labels, data.mean, data.std, epsilon=8 / 255)
 
 Each function takes ``save_path=None`` (PNG written when given, parent folders created) and never
-calls ``plt.show()``: figures are built with ``matplotlib.figure.Figure``, which pyplot does not
-track, so scripts leak nothing and a notebook displays the returned figure. Images are always
-shown in pixel space (de-normalised), with class names when they are known.
+calls ``plt.show()``. The returned Figure is pyplot's current figure, so ``plt.savefig(...)`` and
+``plt.show()`` act on it; in a notebook each figure is displayed exactly once, whether it is the
+cell's value, followed by ``plt.show()``, made in a loop or passed to ``display()`` (a displayed
+figure leaves pyplot, so the end of the cell does not show it again). In a script with a
+non-interactive backend (Agg) nothing blocks and only the latest woollylib figure stays in pyplot,
+so many figures never accumulate. ``release(fig)`` takes a figure out of pyplot without showing it
+(for code that only writes files). Images are always shown in pixel space (de-normalised), with
+class names when they are known.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -39,14 +45,39 @@ _DPI = 110  # dots per inch of saved PNGs
 _TITLE = 9  # points, per-image titles
 
 
+@functools.cache
+def _figure_class():
+    """``WoollyFigure``, built on first use so importing this module does not import matplotlib."""
+    from matplotlib.figure import Figure
+
+    class WoollyFigure(Figure):
+        """A matplotlib Figure made by woollylib (a notebook displays it once, see the module doc)."""
+
+    WoollyFigure.__module__, WoollyFigure.__qualname__ = __name__, "WoollyFigure"  # picklable by name
+    return WoollyFigure
+
+
+def __getattr__(name):
+    if name == "WoollyFigure":
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # ----------------------------------------------------------------------------------------------
 # plumbing
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
+    """A new pyplot figure (the current one); outside a notebook, with a non-interactive backend,
+    the previous woollylib figures leave pyplot first (they stay valid Figures)."""
+    import matplotlib.pyplot as plt
 
-    return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    if _kernel() is None and plt.get_fignums():
+        for manager in plt._pylab_helpers.Gcf.get_all_fig_managers():
+            fig = manager.canvas.figure
+            if isinstance(fig, _figure_class()) and fig.canvas.required_interactive_framework is None:
+                plt.close(fig)
+    return plt.figure(FigureClass=_figure_class(), figsize=(width, height), dpi=_DPI, layout="constrained")
 
 
 def _finish(fig, save_path):
@@ -55,6 +86,17 @@ def _finish(fig, save_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=_DPI, bbox_inches="tight", facecolor="white")
     return displayable(fig)
+
+
+def release(fig):
+    """Take ``fig`` out of pyplot (not shown by ``plt.show()`` or a notebook's end of cell); returns it."""
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)  # a no-op for a figure pyplot does not hold
+    return fig
 
 
 def _kernel():
@@ -77,22 +119,24 @@ def _figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def displayable(fig, shell=None):
-    """Make ``fig`` render as one PNG when it is a cell's value in a kernel, even before pyplot was loaded.
+def _png_once(fig) -> bytes:
+    """The PNG a notebook shows; the figure then leaves pyplot so the end of the cell does not show it again."""
+    png = _figure_png(fig)
+    release(fig)
+    return png
 
-    (Without pyplot's inline backend IPython knows no PNG formatter for Figure and prints only
-    ``<Figure size ...>``.) An already registered formatter (the inline backend's) is kept.
-    ``shell``: the kernel shell (default: the running one, if any).
+
+def displayable(fig, shell=None):
+    """Make woollylib figures render as one PNG each in a kernel (``shell``: default the running one).
+
+    The formatter is registered for :class:`WoollyFigure` only, so pyplot's own figures keep the
+    inline backend's; displaying a woollylib figure also takes it out of pyplot (shown once).
     """
     shell = shell if shell is not None else _kernel()
     if shell is not None:
-        from matplotlib.figure import Figure
-
         png = shell.display_formatter.formatters["image/png"]
-        try:
-            png.lookup_by_type(Figure)
-        except KeyError:
-            png.for_type(Figure, _figure_png)
+        if png.type_printers.get(_figure_class()) is not _png_once:
+            png.for_type(_figure_class(), _png_once)
     return fig
 
 
