@@ -204,6 +204,9 @@ def test_gradcam_grid_one_row_per_stage(model, data, tmp_path):
     assert not model.training
     with pytest.raises(ValueError, match="layer1, layer2, layer3"):
         viz.plot_gradcam(model, data, stages=("layer4",), n=2)
+    fig = viz.plot_gradcam(model, data, n=2)  # no stages: the default stage, said in the title
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == ["image", "layer3"]
+    assert "stage layer3 (the default" in fig.get_suptitle()
 
 
 def test_confusion_matrix_counts_whole_test_set(model, data, tmp_path):

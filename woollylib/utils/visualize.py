@@ -28,6 +28,7 @@ class names when they are known.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -542,7 +543,7 @@ def plot_misclassified(model_or_wrong, data=None, device=None, *, n: int = 10, n
     return _finish(fig, save_path)
 
 
-def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] = ("layer3",),
+def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] | None = None,
                  n: int = 8, method: str = "gradcam", target: str = "pred", alpha: float = 0.5,
                  wrong=None, mean=None, std=None, classes=None, ncols: int | None = None, save_path=None):
     """Grad-CAM of misclassified images: first row the images, then one row per stage.
@@ -550,16 +551,19 @@ def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] = ("lay
     ``target="pred"`` explains the (wrong) prediction, ``"true"`` the true class. ``wrong`` reuses a
     ``metrics.misclassified`` result instead of searching the test set again. ``ncols``: images
     per block of rows (a block = the images, then one row per stage); default all in one block.
+    ``stages=None``: ``gradcam.default_stage`` (the last conv stage with a map larger than 1x1 at
+    the images' size, for any model), named in the title.
     """
-    from woollylib.utils.gradcam import compute_cams, overlay
+    from woollylib.utils.gradcam import compute_cams, default_stage, overlay
 
     if target not in ("pred", "true"):
         raise ValueError(f"target must be 'pred' or 'true'; got {target!r}.")
-    stages = [stages] if isinstance(stages, str) else list(stages)
     wrong, classes, shown = _misclassified(wrong if wrong is not None else model, data, device, n,
                                            mean, std, classes)
     if shown == 0:
         return _empty(_figure(5, 1.5), "No misclassified images to explain.", save_path)
+    chosen = stages is None
+    stages = [default_stage(model, wrong.inputs[:1])] if chosen else [stages] if isinstance(stages, str) else list(stages)
     cams = compute_cams(model, wrong.inputs[:shown], stages=stages, method=method,
                         targets=None if target == "pred" else wrong.true[:shown])
     per_block = shown if ncols is None else max(1, min(int(ncols), shown))
@@ -579,7 +583,8 @@ def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] = ("lay
         for r in range(rows):
             axes[rows * (i // per_block) + r, i % per_block].axis("off")
     sep = "\n" if per_block <= 4 else ", "  # narrow grids: two lines
-    fig.suptitle(f"{method} on misclassified images{sep}one row per stage "
+    what = f"stage {stages[0]} (the default: the last with a map larger than 1x1)" if chosen else "one row per stage"
+    fig.suptitle(f"{method} on misclassified images{sep}{what} "
                  f"(explaining the {'predicted' if target == 'pred' else 'true'} class)",
                  fontsize=11)
     return _finish(fig, save_path)
@@ -700,11 +705,12 @@ def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 2
 
     Rows: clean (prediction), adversarial (prediction), perturbation (amplified to the full
     range), and, when ``stage`` is known, Grad-CAM of the clean and adversarial prediction.
-    ``stage=None`` takes the model's last registered stage (none for an unregistered model);
+    ``stage=None`` takes the model's last registered stage, else ``gradcam.default_stage`` (none
+    when the model has no conv stage with a map larger than 1x1);
     ``adversarial`` reuses an attack result instead of running ``attack`` at ``epsilon``.
     """
     from woollylib.utils import adversarial as adv_mod
-    from woollylib.utils.gradcam import compute_cams
+    from woollylib.utils.gradcam import compute_cams, default_stage
 
     images, labels = images[:n], torch.as_tensor(labels).cpu()[:n]  # beside the CPU predictions
     n = len(images)
@@ -721,6 +727,9 @@ def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 2
     scale = max(float(np.abs(delta).max()), 1e-8)
     if stage is None and getattr(model, "stage_names", None):
         stage = list(model.stage_names)[-1]
+    elif stage is None:
+        with contextlib.suppress(ValueError):
+            stage = default_stage(model, images)
     rows = ["clean", "adversarial", "perturbation"]
     cams = {}
     if stage is not None:
