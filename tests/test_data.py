@@ -11,6 +11,7 @@ import tracemalloc
 import urllib.error
 from unittest import mock
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -319,8 +320,11 @@ def test_two_workers_augment_differently_and_match_the_single_process_run():
     src = tiny_source(8, same_image=True)
     tf = P.train_transforms(MEAN, STD, cutout_p=1.0)
     # the measured albumentations 2.0.8 problem with a plain DataLoader: both workers repeat each other
-    plain = batches(DataLoader(P.AlbumentationsDataset(src, tf), batch_size=4, num_workers=2))
+    plain = batches(DataLoader(P.AlbumentationsDataset(src, A.Compose(tf.transforms)), batch_size=4, num_workers=2))
     assert torch.equal(plain[0][0], plain[1][0])
+    # woollylib's pipeline reseeds itself per worker, even in a plain DataLoader
+    own = batches(DataLoader(P.AlbumentationsDataset(src, tf), batch_size=4, num_workers=2))
+    assert not torch.equal(own[0][0], own[1][0])
     loader = P.make_loader(src, tf, batch_size=4, train=False, seed=0, num_workers=2)
     assert loader.persistent_workers and loader.num_workers == 2
     assert loader.pin_memory == torch.cuda.is_available()  # pinned only where a GPU will read the batches

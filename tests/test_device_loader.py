@@ -230,3 +230,19 @@ def test_mean_std_default_to_the_data_and_errors_name_the_fix():
         DeviceLoader((img, lab), 32, train=True, mean=MEAN, std=STD, pad_mode="mirror")
     with pytest.raises(ValueError, match="crop_pad"):
         DeviceLoader((img, lab), 32, train=True, mean=MEAN, std=STD, crop_pad=40)
+
+
+def test_nchw_uint8_arrays_are_read_as_nchw_and_nhwc_stays_the_default():
+    img, lab = coded_images(64)  # NHWC
+    nchw = np.ascontiguousarray(img.transpose(0, 3, 1, 2))
+    for train in (False, True):
+        a = list(DeviceLoader((img, lab), 16, train=train, mean=MEAN, std=STD, seed=0))
+        b = list(DeviceLoader((nchw, lab), 16, train=train, mean=MEAN, std=STD, seed=0))
+        assert all(torch.equal(x, y) and torch.equal(u, v) for (x, u), (y, v) in zip(a, b))
+    assert DeviceLoader((nchw, lab), 16, train=False).image_shape == (3,) + img.shape[1:3]
+    grey = np.ascontiguousarray(img[..., :1].transpose(0, 3, 1, 2))  # (N, 1, H, W)
+    assert DeviceLoader((grey, lab), 16, train=False, mean=(0.5,), std=(0.25,)).image_shape == (1,) + img.shape[1:3]
+    tiny = np.zeros((4, 3, 8, 3), np.uint8)  # either reading fits: NHWC wins (3x8 RGB images)
+    assert DeviceLoader((tiny, np.zeros(4)), 2, train=False, mean=MEAN, std=STD, crop_pad=0, cutout=0).image_shape == (3, 3, 8)
+    with pytest.raises(ValueError, match=r"\(4, 5, 8, 8\).*\(N, H, W, C\).*\(N, C, H, W\)"):
+        DeviceLoader((np.zeros((4, 5, 8, 8), np.uint8), np.zeros(4)), 2, train=False, mean=MEAN, std=STD)

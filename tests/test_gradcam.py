@@ -141,8 +141,8 @@ def test_registered_model_stages_via_registry(name):
 
 def test_error_paths(net_and_images):
     net, x = net_and_images
-    with pytest.raises(ValueError, match="layer1, layer2, layer3, head"):
-        compute_cams(net, x, stages="layer4")
+    with pytest.raises(ValueError, match=r"did you mean 'layer3'\?.*stages: layer1, layer2, layer3\. "):
+        compute_cams(net, x, stages="layer4")  # the head holds no convolution: not a stage
     with pytest.raises(ValueError, match="gradcam\\+\\+.*scorecam"):
         compute_cams(net, x, method="bogus")
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
@@ -169,3 +169,37 @@ def test_overlay_is_pixel_space_rgb():
     assert np.allclose(overlay((img * 255).astype(np.uint8), cam, alpha=0.0), img, atol=1 / 255)
     with pytest.raises(ValueError, match="does not match"):
         overlay(img, np.zeros((4, 4)))
+
+
+def test_default_stage_of_any_model_is_the_last_conv_stage_larger_than_1x1():
+    import torchvision
+
+    from woollylib.models import get_model
+    from woollylib.utils.gradcam import default_stage, list_stages
+
+    tv = torchvision.models.resnet18(num_classes=10)  # declares no stage_names
+    assert list_stages(tv) == ["conv1", "layer1", "layer2", "layer3", "layer4"]
+    assert default_stage(tv) == "layer3"  # layer4 is 1x1 on 32x32 images
+    assert default_stage(tv, (3, 224, 224)) == "layer4" and default_stage(tv, torch.zeros(2, 3, 64, 64)) == "layer4"
+    assert default_stage(get_model("custom_resnet")) == "layer3" and default_stage(get_model("resnet18")) == "layer4"
+    assert default_stage(TinyNet()) == "layer3"
+    vgg = nn.Sequential()  # a lone container: its own conv children
+    vgg.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3), nn.ReLU())
+    assert list_stages(vgg) == ["features.0", "features.3"] and default_stage(vgg) == "features.3"
+    tv.eval()
+    cams = compute_cams(tv, torch.randn(2, 3, 32, 32), stages=default_stage(tv))
+    assert cams["layer3"].shape == (2, 32, 32) and cams["layer3"].max() > 0
+    with pytest.raises(ValueError, match="larger than 1x1"):
+        default_stage(tv, (3, 2, 2))
+    with pytest.raises(ValueError, match="no convolutional stage"):
+        default_stage(nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)))
+
+
+def test_typo_lists_the_stages_with_a_close_match():
+    import torchvision
+
+    tv = torchvision.models.resnet18()
+    with pytest.raises(ValueError, match=r"did you mean 'layer3'\?.*conv1, layer1, layer2, layer3, layer4\."):
+        compute_cams(tv, torch.randn(1, 3, 32, 32), stages="layr3")
+    with pytest.raises(ValueError, match=r"'xyz'\. Its stages"):  # nothing close: no suggestion
+        resolve_stage(tv, "xyz")

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from woollylib.models import (
+    CustomResNet,
     count_parameters,
     get_model,
     get_stage,
@@ -20,6 +21,7 @@ from woollylib.models import (
     summary,
 )
 from woollylib.models import registry as registry_module
+from woollylib.models.resnet import ResNet18
 
 torch.set_num_threads(2)
 
@@ -201,8 +203,8 @@ def test_bad_options_and_inputs(models):
     for name in PUBLISHED:
         with pytest.raises(ValueError, match=r"unknown norm 'batch'.*'bn', 'gn', 'ln'"):
             get_model(name, norm="batch")
-    with pytest.raises(TypeError, match=r"no option 'dropout'.*norm"):
-        get_model("resnet18", dropout=0.1)
+    with pytest.raises(TypeError, match=r"no option 'logit_scale'.*norm"):
+        get_model("resnet18", logit_scale=0.1)
     with pytest.raises(ValueError, match="unknown conv"):
         get_model("compact", conv="depthwise")
     with pytest.raises(ValueError, match="unknown downsample"):
@@ -340,3 +342,41 @@ def test_summary_counts_frozen_parameters(capsys):
     text = capsys.readouterr().out
     assert counts == {"total": 55_818, "trainable": 55_818 - 10_208}
     assert _parse(text, "Total") == 55_818 and _parse(text, "Trainable") == 55_818 - 10_208
+
+
+@pytest.mark.parametrize("make, published", [
+    (lambda **kw: CustomResNet(**kw), 6_573_130),
+    (lambda **kw: ResNet18(**kw), 11_173_962),
+    (lambda **kw: get_model("resnet18", **kw), 11_173_962),
+])
+def test_dropout_option_keeps_parameters_and_drops_in_training(make, published):
+    torch.manual_seed(0)
+    plain, dropped = make(), make(dropout=0.05)
+    assert count_parameters(plain)["total"] == count_parameters(dropped)["total"] == published
+    assert not any(isinstance(m, nn.Dropout) for m in plain.modules())  # default 0: today's modules
+    assert list(plain.state_dict()) == list(dropped.state_dict())  # checkpoints load either way
+    drops = [m for m in dropped.modules() if isinstance(m, nn.Dropout)]
+    assert drops and all(m.p == 0.05 for m in drops)
+    dropped.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    plain.eval(), dropped.eval()
+    assert torch.allclose(plain(x), dropped(x))  # eval: dropout is off
+    dropped.train()
+    assert not torch.allclose(dropped(x), dropped(x))  # training: a new mask each call
+    with pytest.raises(ValueError, match="dropout must be in"):
+        make(dropout=1.5)
+
+
+def test_custom_resnet_stages_index_like_sequential():
+    model = CustomResNet()
+    assert model.layer3[-1] is model.layer3.res and model.layer3[0] is model.layer3.conv
+    assert model.layer2[-1] is model.layer2.conv and len(model.layer2) == 1 and len(model.layer1) == 2
+    x = torch.randn(2, 256, 8, 8)
+    assert torch.equal(model.layer3[:1](x), model.layer3.conv(x))
+    with pytest.raises(IndexError, match="1 parts"):
+        model.layer2[1]
+
+
+def test_stage_typo_suggests_the_closest_stage():
+    with pytest.raises(ValueError, match="did you mean 'layer3'.*prep, layer1, layer2, layer3"):
+        get_stage(get_model("custom_resnet"), "layr3")

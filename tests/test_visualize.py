@@ -204,6 +204,9 @@ def test_gradcam_grid_one_row_per_stage(model, data, tmp_path):
     assert not model.training
     with pytest.raises(ValueError, match="layer1, layer2, layer3"):
         viz.plot_gradcam(model, data, stages=("layer4",), n=2)
+    fig = viz.plot_gradcam(model, data, n=2)  # no stages: the default stage, said in the title
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == ["image", "layer3"]
+    assert "stage layer3 (the default" in fig.get_suptitle()
 
 
 def test_confusion_matrix_counts_whole_test_set(model, data, tmp_path):
@@ -271,12 +274,22 @@ def test_compare_optimizers_same_start_and_repeatable(data):
         compare_optimizers(net, data, optimizers=("lion",))
 
 
-def test_no_pyplot_figures_leak(model, data, tmp_path):
-    """Figures are built outside pyplot's registry: a script that makes many never accumulates them."""
+def test_figures_are_pyplot_current_without_accumulating(model, data, tmp_path):
+    """A script (Agg): the returned figure is pyplot's current one, so plt.savefig writes it; only
+    the latest woollylib figure stays in pyplot, however many are made; release() takes it out."""
     import matplotlib.pyplot as plt
 
     plt.close("all")  # whatever other test modules left behind is not ours to judge
-    viz.plot_random_samples(data, save_path=tmp_path / "a.png")
-    viz.plot_confusion_matrix(model, data, "cpu", save_path=tmp_path / "b.png")
-    viz.plot_lr_schedule([0.1, 0.2, 0.1], save_path=tmp_path / "c.png")
-    assert plt.get_fignums() == []
+    mine = plt.figure()  # the user's own figure is never closed by woollylib
+    a = viz.plot_random_samples(data, save_path=tmp_path / "a.png")
+    assert plt.gcf() is a
+    b = viz.plot_confusion_matrix(model, data, "cpu", save_path=tmp_path / "b.png")
+    plt.savefig(tmp_path / "b_plt.png")
+    assert 0.6 < (tmp_path / "b_plt.png").stat().st_size / (tmp_path / "b.png").stat().st_size < 1.6
+    c = viz.plot_lr_schedule([0.1, 0.2, 0.1], save_path=tmp_path / "c.png")
+    assert plt.gcf() is c and plt.get_fignums() == [mine.number, c.number]
+    b.savefig(tmp_path / "b_again.png")  # a figure out of pyplot is still a whole Figure
+    assert (tmp_path / "b_again.png").stat().st_size > 4000
+    assert viz.release(c) is c and plt.get_fignums() == [mine.number]
+    plt.show()  # Agg: returns at once
+    plt.close("all")

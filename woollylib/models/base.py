@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 
 import torch
@@ -102,8 +103,10 @@ def get_stage(model: nn.Module, name: str) -> nn.Module:
         with contextlib.suppress(AttributeError):
             return inner.get_submodule(name)
     have = ", ".join(names) if names else "none declared"
+    close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
     raise ValueError(
-        f"{type(inner).__name__} has no stage {name!r}; its stages are: {have}. "
+        f"{type(inner).__name__} has no stage {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+        f"its stages are: {have}. "
         "Pick one of those (later stages see more of the image, earlier ones are sharper)"
     )
 

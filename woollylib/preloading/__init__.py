@@ -40,6 +40,7 @@ from .sources import (
 )
 from .stats import CIFAR10_MEAN, CIFAR10_STD, channel_stats
 from .transforms import (
+    WorkerSeededCompose,
     build_transforms,
     denormalize,
     list_transforms,
@@ -62,6 +63,7 @@ __all__ = [
     "EpochSampler",
     "ImageSource",
     "SeededDataLoader",
+    "WorkerSeededCompose",
     "augment_preset",
     "build_transforms",
     "channel_stats",

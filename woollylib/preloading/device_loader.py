@@ -84,15 +84,27 @@ def _pixel_fill(fill: Any, mean: tuple[float, ...], channels: int, what: str) ->
     return vals
 
 
+_CHANNELS = (1, 3)  # the channel counts that tell an image layout: grey or RGB
+
+
 def _as_set(source: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images uint8 (N, H, W, C), labels (N,)) as tensors from an ImageSource or a pair."""
+    """(images uint8 (N, H, W, C), labels (N,)) as tensors from an ImageSource or a pair.
+
+    NHWC is the reading; an array whose last dimension is not 1 or 3 but whose second is
+    ((N, 3, H, W), (N, 1, H, W)) is NCHW and is read through a permuted view (no copy here)."""
     images, labels = (source.images, source.labels) if hasattr(source, "images") else source
     images, labels = torch.as_tensor(images), torch.as_tensor(labels)
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise TypeError(
-            f"images must be uint8 (N, H, W, C), got {images.dtype} {tuple(images.shape)}; "
-            "convert with np.asarray(x * 255, np.uint8) or use preloading.from_arrays"
+            f"images must be uint8 (N, H, W, C) or (N, C, H, W) with C = 1 or 3, got {images.dtype} "
+            f"{tuple(images.shape)}; convert with np.asarray(x * 255, np.uint8) or use preloading.from_arrays"
         )
+    if images.shape[-1] not in _CHANNELS and images.shape[1] in _CHANNELS:
+        images = images.permute(0, 2, 3, 1)  # NCHW -> NHWC view
+    elif images.shape[-1] not in _CHANNELS and images.shape[-1] > 4:
+        raise ValueError(
+            f"images of shape {tuple(images.shape)} have neither 1 or 3 channels last (N, H, W, C) nor second "
+            "(N, C, H, W); pass uint8 images in one of those layouts, e.g. x.transpose(0, 2, 3, 1) for NCHW")
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must have shape ({images.shape[0]},) to match the images, got {tuple(labels.shape)}")
     return images, labels
@@ -117,7 +129,8 @@ def _mean_std(mean: Any, std: Any, images: torch.Tensor) -> tuple[tuple[float, .
 class DeviceLoader:
     """Iterable of ``(images, labels)`` batches built on ``device`` from a dataset held there.
 
-    source: an ImageSource (``.images`` uint8 (N, H, W, C), ``.labels``) or an ``(images, labels)`` pair.
+    source: an ImageSource (``.images`` uint8 (N, H, W, C), ``.labels``) or an ``(images, labels)`` pair;
+        uint8 (N, C, H, W) arrays with C = 1 or 3 are read as NCHW (NHWC wins when both could be).
     mean, std: per channel on the 0-1 scale (None: computed from the images, without a float copy).
     train: shuffle + augment (crop/flip/cutout); else the set in order, no augmentation.
     layout: storage layout on the device: "nhwc" (zero-copy from numpy on the CPU), "nchw", or "auto"

@@ -94,8 +94,10 @@ class AlbumentationsDataset(Dataset):
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn``: seed python, numpy and every albumentations pipeline of the worker's
     dataset from the worker's own torch seed, so workers do not share the RNG state albumentations
-    copied into them. Any Dataset works: its ``.transform``/``.transforms``, nested in
-    Subset/ConcatDataset too (``DataLoader(ds, num_workers=2, worker_init_fn=seed_worker)``)."""
+    copied into them. Any Dataset works: a pipeline in any of its attributes (``.transform``,
+    ``self.tf``...), nested in Subset/ConcatDataset too (``DataLoader(ds, num_workers=2,
+    worker_init_fn=seed_worker)``). woollylib's own pipelines reseed themselves without it
+    (WorkerSeededCompose); it is needed for plain ``A.Compose`` pipelines."""
     from .walk import datasets_in, pipelines_in, transforms_of
 
     info = get_worker_info()

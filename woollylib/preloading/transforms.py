@@ -15,7 +15,10 @@ Usage::
     out = tf(image=uint8_hwc)["image"]                      # float32 tensor (3, H, W), normalised
     pixels = denormalize(batch, mean, std)                  # (B, 3, H, W) or (3, H, W) back to [0, 1]
 
-Every pipeline ends with Normalize(mean, std) + ToTensorV2, so geometry and cutout always act on
+Every pipeline is a :class:`WorkerSeededCompose`: in any DataLoader worker it reseeds itself from
+torch's per-worker seed, so workers and epochs never repeat each other's augmentations (plain
+albumentations copies one generator state into every worker). Every pipeline ends with
+Normalize(mean, std) + ToTensorV2, so geometry and cutout always act on
 pixels (0-255): a fill of "mean" is the dataset mean colour, i.e. 0 after Normalize. Parameters use
 albumentations' own names (plus ``size`` for coarse_dropout and the pad_crop options); defaults come
 from ``transform_defaults(name)``, a fresh dict on every call, so no caller can change another's.
@@ -28,9 +31,12 @@ from typing import Any
 
 import albumentations as A
 import cv2
+import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 __all__ = [
+    "WorkerSeededCompose",
     "build_transforms",
     "denormalize",
     "list_transforms",
@@ -200,9 +206,36 @@ def _entries(spec: Any) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+class WorkerSeededCompose(A.Compose):
+    """An ``A.Compose`` that reseeds itself in each DataLoader worker, whatever Dataset holds it.
+
+    On its first call in a worker process it seeds itself from ``get_worker_info().seed`` (torch's
+    seed of that worker: different per worker and, with the usual non-persistent workers, per
+    epoch; repeatable under ``torch.manual_seed`` or the loader's ``generator``) mixed with its own
+    ``seed=``, unless it was already seeded in that worker (``seed_worker``, woollylib's per-batch
+    seeding). In the main process (``num_workers=0``) it is a plain Compose.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._own_seed = self.seed  # the construction seed (None: 0), mixed into every worker's
+
+    def set_random_seed(self, seed: int | None) -> None:
+        super().set_random_seed(seed)
+        info = get_worker_info()
+        self._worker_seed = None if info is None else info.seed  # seeded in this worker: keep it
+
+    def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> dict[str, Any]:
+        info = get_worker_info()
+        if info is not None and info.seed != getattr(self, "_worker_seed", None):
+            own = getattr(self, "_own_seed", None) or 0
+            self.set_random_seed(int(np.random.SeedSequence([info.seed % 2**63, own % 2**63, 3]).generate_state(1)[0]))
+        return super().__call__(*args, force_apply=force_apply, **data)
+
+
 def build_transforms(
     spec: list | dict | None, mean: Any, std: Any, *, seed: int | None = None, **kwargs: Any
-) -> A.Compose:
+) -> WorkerSeededCompose:
     """Compose the named transforms in order, then Normalize(mean, std) and ToTensorV2.
 
     spec: a list of names / ``(name, params)`` pairs / ``{"name": ..., **params}`` dicts, or a dict
@@ -217,7 +250,7 @@ def build_transforms(
         transforms.extend(_make(name, params, fill))
     transforms += [A.Normalize(mean=m, std=s, max_pixel_value=255.0), A.ToTensorV2()]
     # strict: any argument albumentations does not know is an error, not a warning
-    return A.Compose(transforms, strict=True, seed=seed)
+    return WorkerSeededCompose(transforms, strict=True, seed=seed)
 
 
 def train_transforms(
@@ -231,7 +264,7 @@ def train_transforms(
     cutout_p: float = 0.5,  # probability of the hole per image
     extra: list | dict | None = None,  # more transforms, inserted before the cutout
     seed: int | None = None,
-) -> A.Compose:
+) -> WorkerSeededCompose:
     """The CIFAR training preset: PadIfNeeded(size+2*padding) + RandomCrop(size), HorizontalFlip,
     one cutout x cutout CoarseDropout filled with the mean colour (0-255), Normalize, ToTensorV2."""
     spec: list[tuple[str, dict[str, Any]]] = []
@@ -245,7 +278,7 @@ def train_transforms(
     return build_transforms(spec, mean, std, seed=seed)
 
 
-def test_transforms(mean: Any, std: Any) -> A.Compose:
+def test_transforms(mean: Any, std: Any) -> WorkerSeededCompose:
     """Normalize(mean, std) + ToTensorV2: float32 (3, H, W) tensors."""
     return build_transforms(None, mean, std)
 

@@ -9,7 +9,7 @@ Usage::
     classes_of(loader)            # the dataset's class names, or None
 
 Works with woollylib's loaders, torch DataLoaders over user Datasets (``.transform``/``.transforms``
-attributes), Subset/ConcatDataset nesting, torchvision datasets and Compose pipelines of
+attributes; ``pipelines_in`` looks in every attribute, e.g. ``self.tf``), Subset/ConcatDataset nesting, torchvision datasets and Compose pipelines of
 Albumentations or torchvision.
 """
 
@@ -22,6 +22,7 @@ __all__ = ["NO_NORMALIZE", "classes_of", "datasets_in", "normalize_stats", "pipe
 NO_NORMALIZE = "no Normalize"  # normalize_stats: a pipeline was found and it does not normalise
 _TRANSFORM_ATTRS = ("transform", "transforms", "train_transform", "test_transform")
 _MAX_DEPTH = 8
+_MAX_HELD = 32  # pipelines_in looks into lists/tuples/dicts of attributes up to this length
 
 
 def datasets_in(obj: Any) -> list:
@@ -56,12 +57,23 @@ def transforms_of(dataset: Any) -> list:
     return out
 
 
+def _seedable(t) -> bool:
+    return callable(getattr(t, "set_random_seed", None)) and not isinstance(t, type)
+
+
 def pipelines_in(obj: Any) -> list:
-    """Every transform with its own RNG (``set_random_seed``, as albumentations' Compose) in ``obj``'s datasets."""
+    """Every transform with its own RNG (``set_random_seed``, as albumentations' Compose) that ``obj``'s
+    datasets hold: in ``.transform``/``.transforms`` first, then in any other attribute (``self.tf``),
+    alone or in a short list/tuple/dict."""
     out = []
     for d in datasets_in(obj):
-        for t in transforms_of(d):
-            if callable(getattr(t, "set_random_seed", None)) and not any(t is o for o in out):
+        held = list(transforms_of(d))
+        for value in (vars(d) if hasattr(d, "__dict__") else {}).values():
+            if isinstance(value, dict):
+                value = list(value.values())
+            held.extend(value if isinstance(value, (list, tuple)) and len(value) <= _MAX_HELD else [value])
+        for t in held:
+            if _seedable(t) and not any(t is o for o in out):
                 out.append(t)
     return out
 

@@ -16,14 +16,21 @@ Usage::
     viz.plot_adversarial(model, images, labels, data.mean, data.std, epsilon=8 / 255)
 
 Each function takes ``save_path=None`` (PNG written when given, parent folders created) and never
-calls ``plt.show()``: figures are built with ``matplotlib.figure.Figure``, which pyplot does not
-track, so scripts leak nothing and a notebook displays the returned figure. Images are always
-shown in pixel space (de-normalised), with class names when they are known.
+calls ``plt.show()``. The returned Figure is pyplot's current figure, so ``plt.savefig(...)`` and
+``plt.show()`` act on it; in a notebook each figure is displayed exactly once, whether it is the
+cell's value, followed by ``plt.show()``, made in a loop or passed to ``display()`` (a displayed
+figure leaves pyplot, so the end of the cell does not show it again). In a script with a
+non-interactive backend (Agg) nothing blocks and only the latest woollylib figure stays in pyplot,
+so many figures never accumulate. ``release(fig)`` takes a figure out of pyplot without showing it
+(for code that only writes files). Images are always shown in pixel space (de-normalised), with
+class names when they are known.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -39,14 +46,39 @@ _DPI = 110  # dots per inch of saved PNGs
 _TITLE = 9  # points, per-image titles
 
 
+@functools.cache
+def _figure_class():
+    """``WoollyFigure``, built on first use so importing this module does not import matplotlib."""
+    from matplotlib.figure import Figure
+
+    class WoollyFigure(Figure):
+        """A matplotlib Figure made by woollylib (a notebook displays it once, see the module doc)."""
+
+    WoollyFigure.__module__, WoollyFigure.__qualname__ = __name__, "WoollyFigure"  # picklable by name
+    return WoollyFigure
+
+
+def __getattr__(name):
+    if name == "WoollyFigure":
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # ----------------------------------------------------------------------------------------------
 # plumbing
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
+    """A new pyplot figure (the current one); outside a notebook, with a non-interactive backend,
+    the previous woollylib figures leave pyplot first (they stay valid Figures)."""
+    import matplotlib.pyplot as plt
 
-    return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    if _kernel() is None and plt.get_fignums():
+        for manager in plt._pylab_helpers.Gcf.get_all_fig_managers():
+            fig = manager.canvas.figure
+            if isinstance(fig, _figure_class()) and fig.canvas.required_interactive_framework is None:
+                plt.close(fig)
+    return plt.figure(FigureClass=_figure_class(), figsize=(width, height), dpi=_DPI, layout="constrained")
 
 
 def _finish(fig, save_path):
@@ -55,6 +87,17 @@ def _finish(fig, save_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=_DPI, bbox_inches="tight", facecolor="white")
     return displayable(fig)
+
+
+def release(fig):
+    """Take ``fig`` out of pyplot (not shown by ``plt.show()`` or a notebook's end of cell); returns it."""
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)  # a no-op for a figure pyplot does not hold
+    return fig
 
 
 def _kernel():
@@ -77,22 +120,24 @@ def _figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def displayable(fig, shell=None):
-    """Make ``fig`` render as one PNG when it is a cell's value in a kernel, even before pyplot was loaded.
+def _png_once(fig) -> bytes:
+    """The PNG a notebook shows; the figure then leaves pyplot so the end of the cell does not show it again."""
+    png = _figure_png(fig)
+    release(fig)
+    return png
 
-    (Without pyplot's inline backend IPython knows no PNG formatter for Figure and prints only
-    ``<Figure size ...>``.) An already registered formatter (the inline backend's) is kept.
-    ``shell``: the kernel shell (default: the running one, if any).
+
+def displayable(fig, shell=None):
+    """Make woollylib figures render as one PNG each in a kernel (``shell``: default the running one).
+
+    The formatter is registered for :class:`WoollyFigure` only, so pyplot's own figures keep the
+    inline backend's; displaying a woollylib figure also takes it out of pyplot (shown once).
     """
     shell = shell if shell is not None else _kernel()
     if shell is not None:
-        from matplotlib.figure import Figure
-
         png = shell.display_formatter.formatters["image/png"]
-        try:
-            png.lookup_by_type(Figure)
-        except KeyError:
-            png.for_type(Figure, _figure_png)
+        if png.type_printers.get(_figure_class()) is not _png_once:
+            png.for_type(_figure_class(), _png_once)
     return fig
 
 
@@ -498,7 +543,7 @@ def plot_misclassified(model_or_wrong, data=None, device=None, *, n: int = 10, n
     return _finish(fig, save_path)
 
 
-def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] = ("layer3",),
+def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] | None = None,
                  n: int = 8, method: str = "gradcam", target: str = "pred", alpha: float = 0.5,
                  wrong=None, mean=None, std=None, classes=None, ncols: int | None = None, save_path=None):
     """Grad-CAM of misclassified images: first row the images, then one row per stage.
@@ -506,16 +551,19 @@ def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] = ("lay
     ``target="pred"`` explains the (wrong) prediction, ``"true"`` the true class. ``wrong`` reuses a
     ``metrics.misclassified`` result instead of searching the test set again. ``ncols``: images
     per block of rows (a block = the images, then one row per stage); default all in one block.
+    ``stages=None``: ``gradcam.default_stage`` (the last conv stage with a map larger than 1x1 at
+    the images' size, for any model), named in the title.
     """
-    from woollylib.utils.gradcam import compute_cams, overlay
+    from woollylib.utils.gradcam import compute_cams, default_stage, overlay
 
     if target not in ("pred", "true"):
         raise ValueError(f"target must be 'pred' or 'true'; got {target!r}.")
-    stages = [stages] if isinstance(stages, str) else list(stages)
     wrong, classes, shown = _misclassified(wrong if wrong is not None else model, data, device, n,
                                            mean, std, classes)
     if shown == 0:
         return _empty(_figure(5, 1.5), "No misclassified images to explain.", save_path)
+    chosen = stages is None
+    stages = [default_stage(model, wrong.inputs[:1])] if chosen else [stages] if isinstance(stages, str) else list(stages)
     cams = compute_cams(model, wrong.inputs[:shown], stages=stages, method=method,
                         targets=None if target == "pred" else wrong.true[:shown])
     per_block = shown if ncols is None else max(1, min(int(ncols), shown))
@@ -535,7 +583,8 @@ def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] = ("lay
         for r in range(rows):
             axes[rows * (i // per_block) + r, i % per_block].axis("off")
     sep = "\n" if per_block <= 4 else ", "  # narrow grids: two lines
-    fig.suptitle(f"{method} on misclassified images{sep}one row per stage "
+    what = f"stage {stages[0]} (the default: the last with a map larger than 1x1)" if chosen else "one row per stage"
+    fig.suptitle(f"{method} on misclassified images{sep}{what} "
                  f"(explaining the {'predicted' if target == 'pred' else 'true'} class)",
                  fontsize=11)
     return _finish(fig, save_path)
@@ -656,11 +705,12 @@ def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 2
 
     Rows: clean (prediction), adversarial (prediction), perturbation (amplified to the full
     range), and, when ``stage`` is known, Grad-CAM of the clean and adversarial prediction.
-    ``stage=None`` takes the model's last registered stage (none for an unregistered model);
+    ``stage=None`` takes the model's last registered stage, else ``gradcam.default_stage`` (none
+    when the model has no conv stage with a map larger than 1x1);
     ``adversarial`` reuses an attack result instead of running ``attack`` at ``epsilon``.
     """
     from woollylib.utils import adversarial as adv_mod
-    from woollylib.utils.gradcam import compute_cams
+    from woollylib.utils.gradcam import compute_cams, default_stage
 
     images, labels = images[:n], torch.as_tensor(labels).cpu()[:n]  # beside the CPU predictions
     n = len(images)
@@ -677,6 +727,9 @@ def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 2
     scale = max(float(np.abs(delta).max()), 1e-8)
     if stage is None and getattr(model, "stage_names", None):
         stage = list(model.stage_names)[-1]
+    elif stage is None:
+        with contextlib.suppress(ValueError):
+            stage = default_stage(model, images)
     rows = ["clean", "adversarial", "perturbation"]
     cams = {}
     if stage is not None:

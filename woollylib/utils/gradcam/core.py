@@ -5,6 +5,8 @@ Usage::
     from woollylib.utils.gradcam import compute_cams, overlay, list_cam_methods
 
     cams = compute_cams(model, images, stages=("layer3", "layer4"), method="gradcam")
+    stage = default_stage(model)              # any model: the last conv stage with a map > 1x1 at 32x32
+    list_stages(torchvision_resnet18)         # ['conv1', 'layer1', 'layer2', 'layer3', 'layer4']
     cams["layer3"].shape                      # (B, H, W) float32 in [0, 1], one map per image
     pixels = data.denormalize(images)         # (B, 3, H, W) in [0, 1]: overlay in pixel space
     shown = overlay(pixels[0], cams["layer3"][0], alpha=0.5)   # (H, W, 3) float32 in [0, 1]
@@ -18,6 +20,7 @@ restored, and the call works inside ``torch.no_grad()``. Everything runs on the 
 from __future__ import annotations
 
 import contextlib
+import difflib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -27,7 +30,8 @@ from torch import nn
 from woollylib._checks import check_range
 from woollylib.device import evaluating, model_device
 
-__all__ = ["compute_cams", "explain_mode", "list_cam_methods", "model_device", "overlay", "resolve_stage"]
+__all__ = ["compute_cams", "default_stage", "explain_mode", "list_cam_methods", "list_stages", "model_device",
+           "overlay", "resolve_stage"]
 
 # name -> class name in pytorch_grad_cam (resolved lazily: the import is heavy)
 _METHODS = {
@@ -65,12 +69,52 @@ def _method_class(method: str):
     return key, getattr(pytorch_grad_cam, _METHODS[key])
 
 
-def _candidate_stages(model: nn.Module) -> list[str]:
+def _has_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
+
+
+def list_stages(model: nn.Module) -> list[str]:
+    """The stages Grad-CAM can target, in forward order: the model's ``stage_names``, else its top-level
+    children that hold a convolution (inside a lone container such as ``features``, its children)."""
     from woollylib.models import get_stages
 
     if getattr(model, "stage_names", None):
         return list(get_stages(model))
-    return [name for name, _ in model.named_children()]
+    prefix, module = "", model
+    while True:
+        convs = [(n, m) for n, m in module.named_children() if _has_conv(m)]
+        if len(convs) != 1 or not list(convs[0][1].children()):
+            return [prefix + n for n, _ in convs]
+        prefix, module = f"{prefix}{convs[0][0]}.", convs[0][1]
+
+
+def _input_channels(model: nn.Module) -> int:
+    conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    return int(getattr(model, "in_channels", None) or (conv.in_channels if conv is not None else 3))
+
+
+def default_stage(model: nn.Module, input_size=None) -> str:
+    """The default Grad-CAM stage of any model: the last of :func:`list_stages` whose feature map is
+    larger than 1x1 at the model's input size, as pytorch-grad-cam users pick ``model.layer4[-1]``.
+
+    ``input_size``: (C, H, W), or a batch of images (its size is used); default (the model's input
+    channels, 32, 32). torchvision's resnet18 at 32x32 gives 'layer3' (layer4 is 1x1 there).
+    """
+    names = list_stages(model)
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no convolutional stage to explain; pass the layer as a "
+                         "module of the model, e.g. stages=[model.features[-1]]")
+    if isinstance(input_size, torch.Tensor):
+        x = (input_size if input_size.ndim == 4 else input_size[None])[:1].detach().float()
+    else:
+        c, h, w = input_size if input_size is not None else (_input_channels(model), 32, 32)
+        x = torch.zeros(1, int(c), int(h), int(w))
+    sizes = _map_sizes(model, x.to(model_device(model)), {n: resolve_stage(model, n) for n in names})
+    for name in reversed(names):
+        if name in sizes and sizes[name][0] * sizes[name][1] > 1:
+            return name
+    raise ValueError(f"no stage of {type(model).__name__} ({', '.join(names)}) has a feature map larger than 1x1 "
+                     f"on {x.shape[-2]}x{x.shape[-1]} images: pass larger images (input_size=) or a layer module")
 
 
 def resolve_stage(model: nn.Module, stage: str | nn.Module) -> nn.Module:
@@ -78,7 +122,7 @@ def resolve_stage(model: nn.Module, stage: str | nn.Module) -> nn.Module:
 
     Models that declare ``stage_names`` go through ``woollylib.models.get_stage``; any module also
     accepts ``model.get_submodule(stage)`` paths, so ``"layer3"`` or ``"layer3.1"`` both work.
-    A missing stage raises ValueError listing the stages the model has.
+    A missing stage raises ValueError listing the model's stages, with the closest as a suggestion.
     """
     if isinstance(stage, nn.Module):
         return stage
@@ -91,10 +135,12 @@ def resolve_stage(model: nn.Module, stage: str | nn.Module) -> nn.Module:
     if stage:
         with contextlib.suppress(AttributeError):
             return model.get_submodule(stage)
+    stages = list_stages(model)
+    close = difflib.get_close_matches(stage, stages, n=1, cutoff=0.5)
     raise ValueError(
-        f"{type(model).__name__} has no stage {stage!r}. Stages it has: "
-        f"{', '.join(_candidate_stages(model))}. Pass one of these (or a dotted path such as "
-        "'layer3.1') as stages=..."
+        f"{type(model).__name__} has no stage {stage!r}{f'; did you mean {close[0]!r}?' if close else '.'} "
+        f"Its stages: {', '.join(stages) or 'none with a convolution'}. Pass one of these (or a dotted "
+        "path such as 'layer3.1', or a module such as model.layer3[-1]) as stages=..."
     )
 
 
@@ -165,7 +211,7 @@ def _warn_single_pixel_maps(model: nn.Module, x: torch.Tensor, layers: dict) -> 
     import warnings
 
     candidates = {}
-    for name in _candidate_stages(model):
+    for name in list_stages(model):
         with contextlib.suppress(ValueError):
             candidates[name] = resolve_stage(model, name)
     sizes = _map_sizes(model, x, {**candidates, **layers})
