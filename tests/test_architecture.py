@@ -24,9 +24,9 @@ LAYERS = (
     ("woollylib", "woollylib._version", "woollylib.models", "woollylib.device", "woollylib.errors",
      "woollylib._checks", "woollylib.precision", "woollylib.compile", "woollylib.distributed"),                                        # 1 registry, devices, errors, checks
     ("woollylib.preloading", "woollylib.bp"),                       # 2 data, the engine
-    ("woollylib.scheduler",),                                       # 3 schedules, LR range test
+    ("woollylib.scheduler", "woollylib.utils.metrics"),             # 3 schedules, LR range test; metrics (bp, data)
     ("woollylib.run", "woollylib.config"),                          # 4 run folder, grouped settings
-    ("woollylib.training",),                                        # 5 the trainer
+    ("woollylib.training", "woollylib.hooks"),                      # 5 the trainer and its hooks
     ("woollylib.utils",),                                           # 6 explain, metrics, figures
     ("woollylib.recipe",),                                          # 6b a run's recipe: build, train, rebuild
     ("woollylib.report", "woollylib.experiments", "woollylib.main", "woollylib.cli",

@@ -2,24 +2,14 @@
 measured, so a run stopped half-way keeps what it measured (the sections themselves are replaced by stubs:
 what is tested is the runner's plumbing, not a figure)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("woolly_bench_run", ROOT / "benchmarks" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "woolly_bench_run", mod)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_benchmark):
+    return load_benchmark("run")
 
 
 def test_rows_are_printed_and_saved_before_a_stop(bench, monkeypatch, tmp_path, capsys):

@@ -1,7 +1,6 @@
 """benchmarks/gpu_check.py, the one command for a GPU machine: its plumbing, checked on the CPU (the dry run
 runs every step at toy sizes; the real figures come only from a GPU)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,13 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def gpu_check(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("woolly_gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "woolly_gpu_check", mod)
-    spec.loader.exec_module(mod)
-    return mod
+def gpu_check(load_benchmark):
+    return load_benchmark("gpu_check")
 
 
 def test_it_refuses_to_start_without_cuda(gpu_check, monkeypatch, tmp_path, capsys):

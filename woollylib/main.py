@@ -19,9 +19,9 @@ Usage (Colab: ``pip install woollylib``; runs on CUDA when there is one)::
     main.show_adversarial(model, data, device, epsilon=8 / 255)
     main.write_report("runs/r9", model, data, device)      # runs/r9/report.md + PNGs
 
-Figures are built outside pyplot's registry and never ``plt.show()``-n: in a notebook the returned
-Figure is displayed once (as the cell's value; use ``display(fig)`` for several in one cell), in a
-script pass ``save_path=`` to write a PNG. ``max_lr`` and ``compare_optimizers`` return values, so
+Every figure is pyplot's current figure when it is returned (``plt.savefig``/``plt.show()`` act on
+it) and is displayed exactly once in a notebook: as the cell's value, after ``plt.show()``, or in a
+loop; nothing blocks in a script (pass ``save_path=`` to write a PNG). ``max_lr`` and ``compare_optimizers`` return values, so
 they display their figure themselves when running in a notebook (``show=``).
 """
 
@@ -586,7 +586,6 @@ def train_test_loop(model: nn.Module, *args, epochs: int | None = None, max_lr: 
     run directory also gets ``metrics.json`` (whole test set), like ``woollylib train``.
     """
     from . import training
-    from .recipe import write_metrics
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"train_test_loop() takes the model first, got {_describe(model)}; write: {_TRAIN_CALLS}")
@@ -613,12 +612,7 @@ def train_test_loop(model: nn.Module, *args, epochs: int | None = None, max_lr: 
                         f"EPOCHS=24); write: {_TRAIN_CALLS}")
     device = _model_device(model, got["device"])
     extra = {k: got[k] for k in ("optimizer", "scheduler", "criterion") if got[k] is not None}
-    history = training.train_test_loop(model, data, device, epochs=got["epochs"], max_lr=got["max_lr"],
-                                       **extra, **kwargs)
-    out_dir = kwargs.get("out_dir")
-    if out_dir is not None and len(history):
-        write_metrics(out_dir, model, data, device, history, tta_flip=bool(kwargs.get("tta_flip", False)))
-    return history
+    return training.train_test_loop(model, data, device, epochs=got["epochs"], max_lr=got["max_lr"], **extra, **kwargs)
 
 
 def show_accuracy_loss(history, train_acc=None, test_losses=None, test_acc=None, *, title: str | None = None,
@@ -712,23 +706,26 @@ def _check_layers(model: nn.Module, layers, argument: str = "layers") -> list:
         try:
             resolve_stage(model, layer)
         except ValueError:
-            have = ", ".join(_stages(model)) or "none declared (use submodule names such as 'features.7')"
+            import difflib
+
+            from .utils.gradcam import list_stages
+
+            stages = _stages(model) or list_stages(model)
+            close = difflib.get_close_matches(str(layer), stages, n=1)
             raise ValueError(
-                f"{type(model).__name__} has no stage {layer!r}; the stages it has are: {have}. "
-                f"Pass some of them as {argument}=..."
+                f"{type(model).__name__} has no stage {layer!r}; the stages it has are: {', '.join(stages)}. "
+                f"Pass some of them as {argument}=..." + (f" (the closest name is {close[0]!r})" if close else "")
             ) from None
     return layers
 
 
 def default_layers(model: nn.Module, count: int = 2) -> list[str]:
-    """The model's last ``count`` named stages (where Grad-CAM is most telling), e.g. layer3, layer4."""
+    """The model's last ``count`` named stages (where Grad-CAM is most telling), e.g. layer3, layer4; for a
+    model that declares none (torchvision's), its last conv stage with spatial extent (``default_stage``)."""
+    from .utils.gradcam import default_stage
+
     stages = _stages(model)
-    if not stages:
-        raise ValueError(
-            f"{type(model).__name__} declares no stage_names; pass layers=[...] with submodule names "
-            "(e.g. 'features.7') or modules (e.g. model.layer4[-1])"
-        )
-    return stages[-count:]
+    return stages[-count:] if stages else [default_stage(model)]
 
 
 _MISCLF_CALLS = ("plot_misclassified(model, data, device, no_misclf=10)  or  "

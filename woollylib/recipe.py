@@ -17,86 +17,18 @@ start from a recipe; none of them strings data, model and trainer together by ha
 
 from __future__ import annotations
 
-import contextlib
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_MODEL, Settings, cli_defaults, load_data
+from .hooks import RunResults, headline, protocol_summary, write_metrics
 from .run import ModelSpec, RunDir, upgrade_config
 
 __all__ = ["Recipe", "RunResult", "headline", "protocol_summary", "save_lr_finder", "write_metrics"]
 
 
 # ------------------------------------------------------------------------------------ results ---
-
-def protocol_summary(history, config: dict | None = None) -> dict:
-    """The headline figures and how they were chosen (metrics.json's protocol keys).
-
-    "validation": best.pt and every decision used the validation split; ``val_chosen_test_acc`` is
-    the test accuracy of the epoch chosen on validation. "test-only": nothing was chosen; the
-    headline is ``final_test_acc``, and ``peak_test_acc`` was chosen on the test set (optimistic).
-    """
-    n = len(history)
-    settings = (config or {}).get("settings") or {}
-    patience = (settings.get("schedule") or {}).get("patience")
-    planned = (settings.get("schedule") or {}).get("epochs")
-    chosen = history.val_chosen_epoch
-    peak = history.peak_test_epoch
-    return {
-        "protocol": history.protocol,
-        "epochs": n,
-        "final_test_acc": history.final_test_acc,
-        "final_val_acc": history.val_acc[-1] if history.has_val else None,
-        "val_chosen_epoch": chosen,
-        "val_chosen_val_acc": history.val_acc[chosen - 1] if chosen else None,
-        "val_chosen_test_acc": history.test_acc[chosen - 1] if chosen else None,
-        "peak_test_acc": history.test_acc[peak - 1] if peak else None,
-        "peak_test_epoch": peak,
-        "peak_test_note": "chosen on the test set: an optimistic figure, not a model selection",
-        "best_epoch": history.best_epoch,  # the epoch best.pt holds
-        "best_chosen_on": "validation accuracy" if history.has_val else "test accuracy",
-        "best_test_acc": history.best_test_acc,
-        "stopped_early": bool(patience is not None and history.has_val and n < (planned or n + 1)
-                              and history.epochs_without_improvement() >= patience),
-    }
-
-
-def headline(summary: dict, history) -> str:
-    """The one line a finished run prints: the final test accuracy and how anything was chosen."""
-    text = f"test accuracy {summary['accuracy']:.2f}% (final epoch)"
-    if history.has_val:
-        e = history.val_chosen_epoch
-        text += (f"; chosen on validation: epoch {e} (val {history.val_acc[e - 1]:.2f}%, test "
-                 f"{history.test_acc[e - 1]:.2f}%)")
-        if summary.get("stopped_early"):
-            text += "; stopped early"
-    else:
-        e = history.peak_test_epoch
-        text += f"; peak {history.test_acc[e - 1]:.2f}% at epoch {e} (chosen on the test set)"
-    return text
-
-
-def write_metrics(out_dir, model, data, device, history, tta_flip: bool = False, **extra) -> dict:
-    """Write ``out_dir/metrics.json`` (whole test set: accuracy, per-class, confusion matrix); return it.
-
-    The same content as ``woollylib train`` writes, for runs made from Python.
-    """
-    from .utils import metrics
-
-    test_loader = data.test_loader if hasattr(data, "test_loader") else data[1]  # bundle or (train, test)
-    summary = metrics.summary(model, test_loader, device, classes=getattr(data, "classes", None),
-                              tta_flip=tta_flip)
-    try:
-        config = RunDir(out_dir).read_config(False)
-    except (OSError, ValueError):
-        config = None
-    summary.update({"model_weights": "last epoch", **protocol_summary(history, config)})
-    summary.update({"train_time_s": float(sum(history.epoch_time)), **extra})  # all epochs, train + val + test
-    RunDir(out_dir).write_metrics(summary)
-    return summary
-
 
 def save_lr_finder(result, out) -> None:
     """``OUT/lr_finder.json`` (the curve and suggestion, read by the report) and ``OUT/lr_finder.png``."""
@@ -108,6 +40,19 @@ def save_lr_finder(result, out) -> None:
     run.write_lr_finder(result)
     png = run.save_figure(plot_lr_finder(result), "lr_finder")
     print(f"wrote {run / LR_FINDER} and {png}")
+
+
+class _RecipeResults(RunResults):
+    """metrics.json, and with an LR range test its curve (lr_finder.json + .png), under the lock of fit()."""
+
+    def __init__(self, data, found=None, **extra):
+        super().__init__(data, **extra, found_lr=float(found.suggestion) if found is not None else None)
+        self.found = found
+
+    def on_fit_end(self, trainer):
+        super().on_fit_end(trainer)
+        if self.found is not None and self.summary is not None:
+            save_lr_finder(self.found, trainer.run_dir.path)
 
 
 @dataclass
@@ -212,39 +157,21 @@ class Recipe:
     # ---- training
 
     def train(self, device=None, *, find_lr: bool = False, dist=None, verbose: bool = True) -> RunResult:
-        """Build and fit the run, write metrics.json (and, with ``find_lr``, lr_finder.json), all under the
-        run folder's lock (held by rank 0 under torchrun). ``dist``: the process group's ``Dist`` when the
-        caller set one up (``woollylib.distributed.session``), else none."""
-        from .distributed import env
-
-        out = self.out_dir
-        lock = RunDir(out).lock() if out is not None and env().rank == 0 else contextlib.nullcontext()
-        with lock:
-            return self._train_locked(device, find_lr=find_lr, dist=dist, verbose=verbose)
-
-    def _train_locked(self, device, *, find_lr: bool, dist, verbose: bool) -> RunResult:
+        """Build and fit the run (after an LR range test with ``find_lr``); metrics.json (and lr_finder.json)
+        are written by a hook at the end of ``fit()``, under the run folder's lock that ``fit()`` holds.
+        ``dist``: the process group's ``Dist`` when the caller set one up (``woollylib.distributed.session``)."""
         from .device import resolve_device
 
         device = resolve_device(device)
         data, model = self.build(device, verbose=verbose)
-        found = None
-        if find_lr:
-            found = self._find_lr(model, data, device, dist)
+        found = self._find_lr(model, data, device, dist) if find_lr else None
+        if found is not None:
             self.extra["find_lr"] = True
-        trainer = self.trainer(model, data, device)
-        t0 = time.perf_counter()
+        results = _RecipeResults(data, found, lr=self.settings.optim.lr)
+        trainer = self.trainer(model, data, device, hooks=[results])
         history = trainer.fit()
-        seconds = time.perf_counter() - t0
-        metrics = None
-        out = self.out_dir
-        if out is not None and trainer.dist.is_writer and len(history):
-            metrics = write_metrics(out, trainer.model, data, trainer.device, history,
-                                    tta_flip=self.settings.engine.tta_flip, this_session_s=seconds,
-                                    lr=self.settings.optim.lr, found_lr=found.suggestion if found else None)
-            if found is not None:
-                self._save_lr_finder(found)
-        return RunResult(self, trainer, trainer.model, data, trainer.device, history, metrics,
-                         float(found.suggestion) if found else None, seconds)
+        return RunResult(self, trainer, trainer.model, data, trainer.device, history, results.summary,
+                         float(found.suggestion) if found else None, results.seconds)
 
     def _find_lr(self, model, data, device, dist):
         """The LR range test from the model's initial weights; its suggestion becomes the run's lr (rank 0's
@@ -255,9 +182,6 @@ class Recipe:
         lr = float(found.suggestion)
         self.settings.optim.lr = dist.broadcast_float(lr) if dist is not None else lr
         return found
-
-    def _save_lr_finder(self, result) -> None:
-        save_lr_finder(result, self.out_dir)
 
     # ---- a finished run
 

@@ -274,7 +274,7 @@ def write_report(
 
     def attempt(key, build):
         try:
-            made[key] = run.save_figure(build(), key)
+            made[key] = run.save_figure(viz.release(build()), key)  # saved, never shown in a notebook
         except _EXPECTED as exc:  # one figure failing must not lose the report; say why instead
             skipped.append(f"{HEADINGS[key]}: {type(exc).__name__}: {exc}")
             warnings.warn(f"report: {HEADINGS[key]} skipped ({exc})", stacklevel=3)

@@ -570,6 +570,19 @@ class RunDir:
             shutil.rmtree(self.path / TENSORBOARD)
         self.clean_temp()
 
+    def prune_tensorboard(self, keep: str | None = None) -> None:
+        """--overwrite: the replaced run's TensorBoard event files go with its other files (``keep``: the new
+        run's own event file)."""
+        folder = self.path / TENSORBOARD
+        if folder.is_dir():
+            for f in folder.iterdir():
+                if f.name != keep and f.name.startswith("events.out.tfevents") and f.is_file():
+                    f.unlink()
+
+    def remove_marker(self) -> None:
+        """Undo the marker of a fresh run that completed no epoch (the folder is left as it was)."""
+        (self.path / CONFIG).unlink(missing_ok=True)
+
     def preflight(self, checkpoint_bytes: int) -> None:
         """Fail before the first epoch when the folder is not writable or has no room for the
         checkpoints (``checkpoint_bytes``: the size of one last.pt)."""

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .config import Settings
+from .hooks import EarlyStopping, default_hooks
 from .run import (
     BEST,
     CHECKPOINT_VERSION,
@@ -207,18 +208,6 @@ def _split_data(data) -> tuple[Any, Any, dict]:
     )
 
 
-def _check_tensorboard(run_dir) -> None:
-    """tensorboard=True needs a run directory and the tensorboard package (an optional extra)."""
-    if run_dir is None:
-        raise ValueError("tensorboard=True writes OUT/tensorboard; pass out_dir= (CLI: --out)")
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            "tensorboard=True (--tensorboard) needs the tensorboard package: pip install 'woollylib[tensorboard]' "
-            f"(or pip install tensorboard); {exc}") from exc
-
-
 def _steps_per_epoch(loader) -> int:
     try:
         n = len(loader)
@@ -379,7 +368,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, data, device=None, epochs: int | None = None, *,
                  settings: Settings | None = None, optimizer: str | torch.optim.Optimizer | None = None,
-                 config: dict | None = None, **flat):
+                 config: dict | None = None, hooks=(), **flat):
         from .compile import compile_model, is_compiled, unwrap_model
         from .precision import choose_precision, resolve_channels_last
 
@@ -438,9 +427,8 @@ class Trainer:
         self._reseed_rank = False
         self._resume_ckpt = ckpt
         self._signals = _NO_SIGNALS
-        self._tb = None  # the TensorBoard writer while fit() runs (tensorboard=True)
-        if s.run.tensorboard:
-            _check_tensorboard(self.run_dir)
+        self.hooks = default_hooks(s, self.run_dir) + list(hooks)  # the epoch line, TensorBoard, early stopping
+        self.should_stop = False  # a hook asks to end the run after the current epoch
         if ckpt is not None:
             self._restore(ckpt)
         self.eval_net = self.net  # evaluation: every rank its own share, no collective per batch
@@ -692,7 +680,6 @@ class Trainer:
                 if self.overwrite and not self.resume:  # what is left of the replaced run is stale now
                     run.remove_run_files(keep=(CONFIG, LAST, HISTORY, METRICS_CSV, TENSORBOARD)
                                          + ((BEST,) if is_best else ()))
-                    self._prune_tensorboard()
         self.dist.barrier()
 
     def _start_run_dir(self) -> None:
@@ -728,34 +715,24 @@ class Trainer:
         with contextlib.ExitStack() as stack:
             stack.callback(self.dist.close)  # a process group made by this trainer ends with fit(), on any exit
             if self.run_dir is not None and self.dist.is_writer:
-                stack.enter_context(self.run_dir.lock())
+                stack.enter_context(self.run_dir.lock())  # the one writer, until the last hook is done
                 self._start_run_dir()
-                if self.settings.run.tensorboard:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self._tb = SummaryWriter(str(self.run_dir / TENSORBOARD))
-                    stack.callback(self._close_tensorboard)
             self._signals = stack.enter_context(StopSignals())
+            self.first_epoch, self.should_stop = self.start_epoch + 1, False
             try:
-                return self._fit_epochs(end)
+                for hook in self.hooks:
+                    hook.on_fit_start(self)
+                self._fit_epochs(end)
+                for hook in self.hooks:
+                    hook.on_fit_end(self)
+                return self.history
             except BaseException as exc:
+                for hook in self.hooks:
+                    hook.on_stop(self, exc)
                 crashed = isinstance(exc, SimulatedCrash)  # stands for a kill: nothing is cleaned up
                 if getattr(self, "_marker_written", False) and not self._saved and not crashed:
-                    (self.run_dir / CONFIG).unlink(missing_ok=True)  # no epoch done: leave the folder as it was
+                    self.run_dir.remove_marker()  # no epoch done: leave the folder as it was
                 raise
-
-    def _prune_tensorboard(self) -> None:
-        """--overwrite: the replaced run's event files go with its other files (at the first save)."""
-        folder = self.run_dir / TENSORBOARD
-        mine = Path(self._tb.file_writer.event_writer._file_name).name if self._tb is not None else None
-        if folder.is_dir():
-            for f in folder.iterdir():
-                if f.name != mine and f.name.startswith("events.out.tfevents") and f.is_file():
-                    f.unlink()
-
-    def _close_tensorboard(self) -> None:
-        self._tb.close()
-        self._tb = None
 
     def _fit_epochs(self, end: int) -> History:
         from .bp.engine import NonFiniteLossError
@@ -764,14 +741,9 @@ class Trainer:
         epoch = self.start_epoch
         try:
             for epoch in range(self.start_epoch + 1, end + 1):
-                if self.stopped_early:
+                if self.should_stop:
                     break
                 self.run_epoch(epoch)
-            if self.stopped_early and self.verbose:
-                h = self.history
-                print(f"early stopping after epoch {len(h)}: the validation loss has not improved for "
-                      f"{h.epochs_without_improvement()} epochs (patience {self.settings.schedule.patience}; "
-                      f"lowest {min(h.val_loss):.4f} at epoch {int(np.argmin(h.val_loss)) + 1})", flush=True)
         except KeyboardInterrupt as exc:
             if self.verbose:
                 what = getattr(exc, "signal_name", None) or "interrupted"
@@ -835,15 +807,11 @@ class Trainer:
                  val_acc=va["acc"] if va else None)
         now = va if va is not None else te
         self._save(epoch, is_best=self.improves_best(now["acc"], best_before))
-        self._log_tensorboard(epoch)
         self.start_epoch = epoch  # a later fit() call continues from here
-        if self.verbose:
-            lr_now = tr["lrs"][-1] if tr["lrs"] else self.optimizer.param_groups[0]["lr"]
-            val = f"val loss {va['loss']:.4f} acc {va['acc']:6.2f}%  " if va is not None else ""
-            print(f"epoch {epoch:>3}/{self.epochs}  train loss {tr['loss']:.4f} acc {tr['acc']:6.2f}%  {val}"
-                  f"test loss {te['loss']:.4f} acc {te['acc']:6.2f}%  lr {lr_now:.3g}  {seconds:.1f} s",
-                  flush=True)
-        return {"train": tr, "val": va, "test": te, "seconds": seconds}
+        figures = {"train": tr, "val": va, "test": te, "seconds": seconds}
+        for hook in self.hooks:
+            hook.on_epoch_end(self, epoch, figures)
+        return figures
 
     @staticmethod
     def improves_best(acc: float, best_before: float | None) -> bool:
@@ -854,17 +822,7 @@ class Trainer:
     @property
     def stopped_early(self) -> bool:
         """Early stopping: the validation loss has not improved for ``patience`` epochs."""
-        patience = self.settings.schedule.patience
-        return patience is not None and self.history.epochs_without_improvement() >= patience
-
-    def _log_tensorboard(self, epoch: int) -> None:
-        if self._tb is None:
-            return
-        for key, value in self.history.rows()[epoch - 1].items():
-            if key != "epoch" and value is not None:
-                group = "lr" if key == "lr" else f"{key.split('_')[1]}/{key.split('_')[0]}" if "_" in key else key
-                self._tb.add_scalar(group, value, epoch)
-        self._tb.flush()
+        return any(isinstance(h, EarlyStopping) and h.done(self) for h in self.hooks)
 
     def evaluate(self, loader) -> dict:
         """``{'loss', 'acc', 'samples'}`` of the current model on ``loader`` (test or validation); under
@@ -909,6 +867,12 @@ def train_test_loop(
 
     ``max_lr`` is the learning rate (the one-cycle peak with the default ``scheduler="onecycle"``).
     Every other keyword is a ``Trainer`` option (optimizer, scheduler, amp, ricap_beta,
-    label_smoothing, out_dir, resume, overwrite, seed, settings, ...).
+    label_smoothing, out_dir, resume, overwrite, seed, settings, hooks, ...). With ``out_dir`` the run
+    folder also gets ``metrics.json`` (the whole test set), as from ``woollylib train``.
     """
-    return Trainer(model, data, device, epochs, max_lr=max_lr, **kwargs).fit()
+    from .hooks import RunResults
+
+    hooks = list(kwargs.pop("hooks", ()))
+    if kwargs.get("out_dir") is not None or (kwargs.get("settings") is not None and kwargs["settings"].run.out_dir):
+        hooks.append(RunResults(data))
+    return Trainer(model, data, device, epochs, max_lr=max_lr, hooks=hooks, **kwargs).fit()
