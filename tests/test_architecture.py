@@ -26,7 +26,7 @@ LAYERS = (
     ("woollylib.preloading", "woollylib.bp"),                       # 2 data, the engine
     ("woollylib.scheduler", "woollylib.utils.metrics"),             # 3 schedules, LR range test; metrics (bp, data)
     ("woollylib.run", "woollylib.config"),                          # 4 run folder, grouped settings
-    ("woollylib.training", "woollylib.hooks"),                      # 5 the trainer and its hooks
+    ("woollylib.training", "woollylib.hooks", "woollylib.resume"),  # 5 the trainer, its hooks, resume
     ("woollylib.utils",),                                           # 6 explain, metrics, figures
     ("woollylib.recipe",),                                          # 6b a run's recipe: build, train, rebuild
     ("woollylib.report", "woollylib.experiments", "woollylib.main", "woollylib.cli",

@@ -255,134 +255,158 @@ def write_report(
         n_misclassified: images in the misclassified and Grad-CAM figures.
         layers: Grad-CAM stages (default: the model's last two stages); cam_method: e.g. "gradcam++".
     """
-    from .run import HISTORY, ModelSpec, RunDir
-    from .utils import visualize as viz
+    from .run import ModelSpec
 
-    run = RunDir(run_dir)
-    run_dir = run.path
-    if not run.has(HISTORY):
-        raise FileNotFoundError(
-            f"{run_dir} holds no {HISTORY}; point write_report at a run directory "
-            "(woollylib train --out DIR, or train_test_loop(..., out_dir=DIR))"
-        )
-    history = run.read_history()
-    config = run.read_config(required=False) or {}
-    metrics_json = run.read_metrics()
-    model_name = (config.get("model") or {}).get("name") or (ModelSpec.of(model).name if model is not None else None)
-    made: dict[str, Path] = {}
-    skipped: list[str] = []
-
-    def attempt(key, build):
-        try:
-            made[key] = run.save_figure(viz.release(build()), key)  # saved, never shown in a notebook
-        except _EXPECTED as exc:  # one figure failing must not lose the report; say why instead
-            skipped.append(f"{HEADINGS[key]}: {type(exc).__name__}: {exc}")
-            warnings.warn(f"report: {HEADINGS[key]} skipped ({exc})", stacklevel=3)
-
-    # ---- figures from the files
-    if history.train_loss:
-        attempt("curves", lambda: viz.plot_history(history, title=f"Training curves: {run_dir.name}"))
-    lr_json = run.read_lr_finder()
-    if lr_json:
-        attempt("lr_finder", lambda: viz.plot_lr_finder(lr_json))
-    if history.lr:
-        spe = (config.get("resolved") or {}).get("steps_per_epoch")
-        attempt("lr_schedule", lambda: viz.plot_lr_schedule(history.lr, steps_per_epoch=spe))
-
-    # ---- figures that need the model and the test set
-    weights_label = "the model passed in"
-    if model is None:
-        try:
-            model, data_rebuilt, weights_label = rebuild(run_dir, device, weights, data_root)
-            data = data if data is not None else data_rebuilt
-        except _EXPECTED as exc:
-            skipped.append(f"model figures (confusion matrix, misclassified, Grad-CAM): cannot rebuild the "
-                           f"model/data ({type(exc).__name__}: {exc})")
-            model = None
-    if model is not None and data is None:
-        try:
-            from .device import resolve_device
-            from .recipe import Recipe
-
-            data = Recipe.from_run(run_dir).test_data(resolve_device(device), data_root)
-        except _EXPECTED as exc:
-            skipped.append(f"model figures: cannot rebuild the test data ({type(exc).__name__}: {exc})")
-            model = None
-    classes = list(getattr(data, "classes", None) or (config.get("data") or {}).get("classes") or []) or None
-    tta = bool(((config.get("settings") or {}).get("engine") or {}).get("tta_flip"))
-
-    cm = None
-    if metrics_json and metrics_json.get("confusion_matrix") and (model is None or weights_label.startswith("last")):
-        cm = metrics_json["confusion_matrix"]  # the last epoch's weights, as computed after training
-        classes = classes or metrics_json.get("classes")
-    elif model is not None:
-        from .utils import metrics
-
-        try:
-            cm = metrics.confusion_matrix(model, data.test_loader, _device_of(model),
-                                          tta_flip=tta)
-        except _EXPECTED as exc:
-            skipped.append(f"confusion matrix: {type(exc).__name__}: {exc}")
-    if cm is not None:
-        attempt("confusion_matrix", lambda: viz.plot_confusion_matrix(cm, classes=classes))
-        attempt("per_class_accuracy", lambda: viz.plot_per_class_accuracy(cm, classes=classes))
-
-    wrong_count = None
+    r = _Report(run_dir, n_misclassified)
+    model_name = (r.config.get("model") or {}).get("name") or (ModelSpec.of(model).name if model is not None else None)
+    r.file_figures()
+    model, data = r.model_and_data(model, data, device, weights, data_root)
+    classes = list(getattr(data, "classes", None) or (r.config.get("data") or {}).get("classes") or []) or None
+    classes = r.confusion_figures(model, data, classes)
     if model is not None:
-        from .utils import metrics
+        r.misclassified_figures(model, data, layers, cam_method)
+    path = r.run.write_report("\n".join(r.markdown(title, model_name, classes)))
+    if verbose:
+        print(f"wrote {path} with {len(r.made)} figures" + (f" ({len(r.skipped)} left out, see the report)"
+                                                             if r.skipped else ""))
+    return path
+
+
+class _Report:
+    """The figures of one report as they are made (``made``) or left out with the reason (``skipped``)."""
+
+    def __init__(self, run_dir, n_misclassified: int):
+        from .run import HISTORY, RunDir
+
+        self.run = RunDir(run_dir)
+        if not self.run.has(HISTORY):
+            raise FileNotFoundError(
+                f"{self.run.path} holds no {HISTORY}; point write_report at a run directory "
+                "(woollylib train --out DIR, or train_test_loop(..., out_dir=DIR))"
+            )
+        self.history = self.run.read_history()
+        self.config = self.run.read_config(required=False) or {}
+        self.metrics_json = self.run.read_metrics()
+        self.n = n_misclassified
+        self.made: dict[str, Path] = {}
+        self.skipped: list[str] = []
+        self.cm, self.wrong_count, self.weights_label = None, None, "the model passed in"
+
+    def attempt(self, key, build) -> None:
+        from .utils import visualize as viz
 
         try:
-            wrong = metrics.misclassified(model, data, _device_of(model), limit=n_misclassified)
-            wrong_count = len(wrong)
+            self.made[key] = self.run.save_figure(viz.release(build()), key)  # saved, never shown in a notebook
+        except _EXPECTED as exc:  # one figure failing must not lose the report; say why instead
+            self.skipped.append(f"{HEADINGS[key]}: {type(exc).__name__}: {exc}")
+            warnings.warn(f"report: {HEADINGS[key]} skipped ({exc})", stacklevel=4)
+
+    def file_figures(self) -> None:
+        """The figures that need only the run's files: curves, LR range test, LR schedule."""
+        from .utils import visualize as viz
+
+        h = self.history
+        if h.train_loss:
+            self.attempt("curves", lambda: viz.plot_history(h, title=f"Training curves: {self.run.path.name}"))
+        lr_json = self.run.read_lr_finder()
+        if lr_json:
+            self.attempt("lr_finder", lambda: viz.plot_lr_finder(lr_json))
+        if h.lr:
+            spe = (self.config.get("resolved") or {}).get("steps_per_epoch")
+            self.attempt("lr_schedule", lambda: viz.plot_lr_schedule(h.lr, steps_per_epoch=spe))
+
+    def model_and_data(self, model, data, device, weights, data_root):
+        """The model and test data of the model figures: as given, else rebuilt from the run (or None)."""
+        if model is None:
+            try:
+                model, rebuilt, self.weights_label = rebuild(self.run.path, device, weights, data_root)
+                data = data if data is not None else rebuilt
+            except _EXPECTED as exc:
+                self.skipped.append(f"model figures (confusion matrix, misclassified, Grad-CAM): cannot rebuild the "
+                                    f"model/data ({type(exc).__name__}: {exc})")
+                return None, data
+        if data is None:
+            try:
+                from .device import resolve_device
+                from .recipe import Recipe
+
+                data = Recipe.from_run(self.run.path).test_data(resolve_device(device), data_root)
+            except _EXPECTED as exc:
+                self.skipped.append(f"model figures: cannot rebuild the test data ({type(exc).__name__}: {exc})")
+                return None, None
+        return model, data
+
+    def confusion_figures(self, model, data, classes):
+        """Confusion matrix and per-class accuracy: metrics.json's (last epoch) or computed; the classes."""
+        m = self.metrics_json
+        tta = bool(((self.config.get("settings") or {}).get("engine") or {}).get("tta_flip"))
+        if m and m.get("confusion_matrix") and (model is None or self.weights_label.startswith("last")):
+            self.cm = m["confusion_matrix"]  # the last epoch's weights, as computed after training
+            classes = classes or m.get("classes")
+        elif model is not None:
+            from .utils import metrics
+
+            try:
+                self.cm = metrics.confusion_matrix(model, data.test_loader, _device_of(model), tta_flip=tta)
+            except _EXPECTED as exc:
+                self.skipped.append(f"confusion matrix: {type(exc).__name__}: {exc}")
+        if self.cm is not None:
+            from .utils import visualize as viz
+
+            self.attempt("confusion_matrix", lambda: viz.plot_confusion_matrix(self.cm, classes=classes))
+            self.attempt("per_class_accuracy", lambda: viz.plot_per_class_accuracy(self.cm, classes=classes))
+        return classes
+
+    def misclassified_figures(self, model, data, layers, cam_method) -> None:
+        from .utils import metrics
+        from .utils import visualize as viz
+
+        try:
+            wrong = metrics.misclassified(model, data, _device_of(model), limit=self.n)
+            self.wrong_count = len(wrong)
         except _EXPECTED as exc:
-            skipped.append(f"misclassified images: {type(exc).__name__}: {exc}")
-            wrong = None
-        if wrong is not None and len(wrong) == 0:
-            skipped.append("misclassified images and Grad-CAM: every test image is classified correctly")
-        elif wrong is not None:
-            attempt("misclassified", lambda: viz.plot_misclassified(wrong, n=min(n_misclassified, len(wrong))))
-            stages = layers
-            if stages is None:
-                from .models import get_stages
+            self.skipped.append(f"misclassified images: {type(exc).__name__}: {exc}")
+            return
+        if len(wrong) == 0:
+            self.skipped.append("misclassified images and Grad-CAM: every test image is classified correctly")
+            return
+        n = min(self.n, len(wrong))
+        self.attempt("misclassified", lambda: viz.plot_misclassified(wrong, n=n))
+        stages = layers
+        if stages is None:
+            from .models import get_stages
 
-                try:
-                    stages = list(get_stages(model))[-2:]
-                except ValueError as exc:
-                    skipped.append(f"Grad-CAM: {exc} (pass layers=)")
-            if stages:
-                attempt("gradcam", lambda: viz.plot_gradcam(model, stages=stages, wrong=wrong,
-                                                            n=min(n_misclassified, len(wrong)),
-                                                            method=cam_method))
+            try:
+                stages = list(get_stages(model))[-2:]
+            except ValueError as exc:
+                self.skipped.append(f"Grad-CAM: {exc} (pass layers=)")
+        if stages:
+            self.attempt("gradcam", lambda: viz.plot_gradcam(model, stages=stages, wrong=wrong, n=n, method=cam_method))
 
-    # ---- markdown
-    lines = [f"# {title or 'Run report: ' + run_dir.name}", ""]
-    view = _flat_view(config)
-    lines += _table(_results_rows(history, view, metrics_json, model_name), ("result", "value")) + [""]
-    settings = _settings_rows(view, metrics_json)
-    if settings:
-        lines += ["## Settings", ""] + _table(settings, ("setting", "value")) + [""]
-    if cm is not None and classes and len(classes) == len(cm):
-        lines += ["## Per class", ""] + _class_rows(cm, classes) + [""]
-    for key, heading in HEADINGS.items():
-        if key not in made:
-            continue
-        name = made[key].name
-        lines += [f"## {heading}", ""]
-        if key in ("confusion_matrix", "per_class_accuracy") and metrics_json and cm is metrics_json.get(
-                "confusion_matrix"):
-            lines += ["Weights of the last epoch (metrics.json).", ""]
-        elif key in ("misclassified", "gradcam"):
-            shown = min(n_misclassified, wrong_count or 0)
-            what = "true and predicted class, confidence" if key == "misclassified" else "explaining the prediction"
-            lines += [f"The first {shown} misclassified test images ({what}; weights: {weights_label}).", ""]
-        lines += [f"![{heading}]({name})", ""]
-    if skipped:
-        lines += ["## Not included", ""] + [f"- {s}" for s in skipped] + [""]
-    path = run.write_report("\n".join(lines))
-    if verbose:
-        print(f"wrote {path} with {len(made)} figures" + (f" ({len(skipped)} left out, see the report)"
-                                                           if skipped else ""))
-    return path
+    def markdown(self, title, model_name, classes) -> list[str]:
+        m, cm = self.metrics_json, self.cm
+        lines = [f"# {title or 'Run report: ' + self.run.path.name}", ""]
+        view = _flat_view(self.config)
+        lines += _table(_results_rows(self.history, view, m, model_name), ("result", "value")) + [""]
+        settings = _settings_rows(view, m)
+        if settings:
+            lines += ["## Settings", ""] + _table(settings, ("setting", "value")) + [""]
+        if cm is not None and classes and len(classes) == len(cm):
+            lines += ["## Per class", ""] + _class_rows(cm, classes) + [""]
+        for key, heading in HEADINGS.items():
+            if key not in self.made:
+                continue
+            lines += [f"## {heading}", ""]
+            if key in ("confusion_matrix", "per_class_accuracy") and m and cm is m.get("confusion_matrix"):
+                lines += ["Weights of the last epoch (metrics.json).", ""]
+            elif key in ("misclassified", "gradcam"):
+                shown = min(self.n, self.wrong_count or 0)
+                what = "true and predicted class, confidence" if key == "misclassified" else "explaining the prediction"
+                lines += [f"The first {shown} misclassified test images ({what}; weights: {self.weights_label}).", ""]
+            lines += [f"![{heading}]({self.made[key].name})", ""]
+        if self.skipped:
+            lines += ["## Not included", ""] + [f"- {s}" for s in self.skipped] + [""]
+        return lines
 
 
 def _device_of(model):

@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import resume
 from .config import Settings
 from .hooks import EarlyStopping, default_hooks
 from .run import (
@@ -57,7 +56,6 @@ from .run import (
     best_checkpoint,
     jsonable,
     load_checkpoint,
-    upgrade_config,
 )
 
 __all__ = [
@@ -75,61 +73,6 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------------------
 # RNG state and state-dict checks
-
-
-def _rng_state() -> dict:
-    """Global RNG states as weights_only-loadable objects (tensors, ints, lists)."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "name": str(np_state[0]),
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    n = state["numpy"]
-    np.random.set_state(
-        (n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
-
-
-def _state_dict_mismatch(expected: dict, got: dict) -> str:
-    """Human summary of key/shape differences between two state dicts ('' when compatible)."""
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(expected[k].shape)
-    ]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} model keys missing from the checkpoint (e.g. {missing[:3]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} checkpoint keys the model does not have (e.g. {unexpected[:3]})")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[:3]})")
-    return "; ".join(parts)
-
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,6 +274,99 @@ def _check_epochs(epochs) -> int:
     return int(epochs)
 
 
+def _resolve_settings(settings, epochs, optimizer, flat) -> Settings:
+    """The run's Settings from ``settings``, the positional epochs/optimizer and the flat keywords."""
+    lr, max_lr = flat.pop("lr", None), flat.pop("max_lr", None)
+    if lr is not None and max_lr is not None and lr != max_lr:
+        raise ValueError(f"got lr={lr} and max_lr={max_lr}; pass only one (max_lr is the one-cycle peak)")
+    lr = max_lr if max_lr is not None else lr
+    if lr is not None:
+        flat["lr"] = lr
+    if epochs is not None:
+        flat["epochs"] = epochs
+    if isinstance(optimizer, str):
+        flat["optimizer"] = optimizer
+    elif optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a name such as 'sgd' or a torch.optim.Optimizer, got {optimizer!r}")
+    if "scheduler" in flat:
+        flat["scheduler"] = "none" if flat["scheduler"] is None else str(flat["scheduler"]).lower()
+    s = Settings.from_flat(settings, **flat)
+    if s.optim.lr is None:
+        if isinstance(optimizer, torch.optim.Optimizer):
+            group = optimizer.param_groups[0]  # a OneCycleLR/scheduler attached keeps its peak/base lr here
+            s.optim.lr = float(group.get("max_lr", group.get("initial_lr", group["lr"])))
+        elif not s.run.resume:
+            raise ValueError("pass lr= (or max_lr=) > 0; woollylib.scheduler.find_lr suggests one")
+    if isinstance(optimizer, torch.optim.Optimizer):
+        s.optim.name = type(optimizer).__name__.lower()
+    return s
+
+
+def _with_validation(trainer, data):
+    """Hold out ``val_split`` (a DataBundle is rebuilt with it); set ``val_loader`` (None without a
+    split) and check that early stopping has something to watch."""
+    d = trainer.settings.data
+    has_val = getattr(data, "val_loader", None) is not None
+    if d.val_split is not None and not has_val:
+        if not hasattr(data, "with_val_split"):
+            raise ValueError(
+                f"val_split={d.val_split!r} needs the data as a DataBundle from woollylib.preloading.get_data "
+                "(it rebuilds the loaders without the held-out images); with your own loaders pass "
+                "get_data(..., val_split=...) or a DataBundle with a val_loader")
+        data = data.with_val_split(d.val_split, d.val_seed)
+        trainer.train_loader, trainer.test_loader, trainer.data_info = _split_data(data)
+    elif has_val and d.val_split is not None:
+        given = (getattr(data, "val_info", None) or {}).get("requested")
+        if given not in ("source", "loader") and given != d.val_split:
+            raise ValueError(f"the data already holds out val_split={given!r} but val_split={d.val_split!r} "
+                             "was passed; pass only one")
+    elif has_val:
+        requested = (getattr(data, "val_info", None) or {}).get("requested")
+        d.val_split = requested if isinstance(requested, (int, float)) else None
+    trainer.val_loader = getattr(data, "val_loader", None)
+    if trainer.settings.schedule.patience is not None and trainer.val_loader is None:
+        raise ValueError(
+            f"early stopping (patience={trainer.settings.schedule.patience}) watches the validation loss, and "
+            "this run has no validation split; pass val_split=0.1 (CLI: --val-split 0.1), or drop patience "
+            "(never stop on the test set)")
+    return data
+
+
+def _run_config(trainer, model, extra) -> dict:
+        """config.json's content (also kept in every checkpoint)."""
+        trainer.settings.schedule.epochs, trainer.settings.optim.lr = trainer.epochs, trainer.lr
+        return jsonable({
+            "format": CONFIG_FORMAT,
+            "version": CONFIG_VERSION,
+            "model": ModelSpec.of(model).to_dict(),
+            "settings": trainer.settings.to_dict(),
+            "resolved": {"device": str(trainer.device), "amp": trainer.amp, "channels_last": trainer.channels_last,
+                         "precision": trainer.precision.to_dict(),
+                         "steps_per_epoch": trainer.steps_per_epoch,
+                         "batch_size": (getattr(trainer.train_loader, "batch_size", None) or 0) * trainer.dist.world_size
+                         or None, "world_size": trainer.dist.world_size},
+            "data": trainer.data_info,
+            "extra": extra or {},
+        })
+
+    # ---- saving
+
+
+def _stop_note(trainer, what: str, diverged: bool = False) -> str:
+    done = trainer._saved_epoch if trainer.out_dir is not None else len(trainer.history)
+    advice = (
+        "lower the learning rate (or set grad_clip) and start a new run"
+        if diverged
+        else "continue with resume=True (CLI: --resume)"
+    )
+    if trainer.out_dir is None:
+        return f"{what}; {done} completed epochs are in trainer.history (no out_dir, nothing saved)"
+    if done == 0:
+        return (f"{what} before the first epoch ended; no epoch was saved in {trainer.out_dir} (resume=True / "
+                "--resume starts it again)")
+    return f"{what}; {trainer.out_dir / LAST} and history.json hold epoch {done}/{trainer.epochs}; {advice}"
+
+
 class Trainer:
     """Train ``model`` for ``epochs`` epochs with checkpoints after each epoch.
 
@@ -377,17 +413,16 @@ class Trainer:
         self.train_loader, self.test_loader, self.data_info = _split_data(data)
         scheduler_instance, optimizer = _scheduler_instance(flat, optimizer)
         criterion, smoothing = flat.pop("criterion", None), flat.get("label_smoothing")
-        s = self.settings = self._settings(settings, epochs, optimizer, flat)
-        data = self._validation_data(data)
+        s = self.settings = _resolve_settings(settings, epochs, optimizer, flat)
+        data = _with_validation(self, data)
         self.dist = self._setup_distributed(device)  # one process: world size 1, the device resolved as always
         self.device = self.dist.device
         self.criterion = _criterion(criterion, smoothing, self.device)
         self.run_dir = RunDir(s.run.out_dir) if s.run.out_dir is not None else None
         self.out_dir = self.run_dir.path if self.run_dir is not None else None
         self.resume, self.overwrite, self.seed = s.run.resume, s.run.overwrite, s.run.seed
-        self._restart = False  # resume of a run that completed no epoch
         self.progress, self.verbose = (s.run.progress, s.run.verbose) if self.dist.is_writer else (False, False)
-        ckpt = self._check_run_dir()  # everything is validated before the disk is touched
+        ckpt = resume.check_run_dir(self)  # everything is validated before the disk is touched
         self.epochs = _check_epochs(s.schedule.epochs)
         self.lr = _check_lr(s.optim.lr)
         self.precision = choose_precision(self.device, s.engine.amp, model=model)  # one warning where it is slow
@@ -418,7 +453,7 @@ class Trainer:
                 config.setdefault("criterion", _callable_name(self.criterion))
             if scheduler_instance is not None:
                 config.setdefault("scheduler", type(scheduler_instance).__name__)
-        self.config = self._config(self.model, config)
+        self.config = _run_config(self, self.model, config)
         self.history = History()
         self.start_epoch = 0  # completed epochs (advances as fit() runs)
         self._saved = False
@@ -430,42 +465,13 @@ class Trainer:
         self.hooks = default_hooks(s, self.run_dir) + list(hooks)  # the epoch line, TensorBoard, early stopping
         self.should_stop = False  # a hook asks to end the run after the current epoch
         if ckpt is not None:
-            self._restore(ckpt)
+            resume.restore(self, ckpt)
         self.eval_net = self.net  # evaluation: every rank its own share, no collective per batch
         self._eval_shares: dict = {}  # id(loader) -> (loader, this rank's share of it)
         self.net = self.dist.wrap(self.net)  # DDP under torchrun (weights broadcast from rank 0)
         self.dist.barrier()  # every rank has checked the run folder before rank 0 writes to it
 
     # ---- construction steps
-
-    def _validation_data(self, data):
-        """Hold out ``val_split`` (a DataBundle is rebuilt with it); set ``val_loader`` (None without a
-        split) and check that early stopping has something to watch."""
-        d = self.settings.data
-        has_val = getattr(data, "val_loader", None) is not None
-        if d.val_split is not None and not has_val:
-            if not hasattr(data, "with_val_split"):
-                raise ValueError(
-                    f"val_split={d.val_split!r} needs the data as a DataBundle from woollylib.preloading.get_data "
-                    "(it rebuilds the loaders without the held-out images); with your own loaders pass "
-                    "get_data(..., val_split=...) or a DataBundle with a val_loader")
-            data = data.with_val_split(d.val_split, d.val_seed)
-            self.train_loader, self.test_loader, self.data_info = _split_data(data)
-        elif has_val and d.val_split is not None:
-            given = (getattr(data, "val_info", None) or {}).get("requested")
-            if given not in ("source", "loader") and given != d.val_split:
-                raise ValueError(f"the data already holds out val_split={given!r} but val_split={d.val_split!r} "
-                                 "was passed; pass only one")
-        elif has_val:
-            requested = (getattr(data, "val_info", None) or {}).get("requested")
-            d.val_split = requested if isinstance(requested, (int, float)) else None
-        self.val_loader = getattr(data, "val_loader", None)
-        if self.settings.schedule.patience is not None and self.val_loader is None:
-            raise ValueError(
-                f"early stopping (patience={self.settings.schedule.patience}) watches the validation loss, and "
-                "this run has no validation split; pass val_split=0.1 (CLI: --val-split 0.1), or drop patience "
-                "(never stop on the test set)")
-        return data
 
     def _setup_distributed(self, device):
         """The process group under torchrun (``woollylib.distributed``): this rank's device, its share of
@@ -479,60 +485,6 @@ class Trainer:
             check_sync_bn(e.sync_bn, dist.device, dist.world_size)
             self.train_loader = shard_loader(self.train_loader, dist.rank, dist.world_size, train=True)
         return dist  # evaluation loaders are sharded by evaluate()
-
-    def _settings(self, settings, epochs, optimizer, flat) -> Settings:
-        lr, max_lr = flat.pop("lr", None), flat.pop("max_lr", None)
-        if lr is not None and max_lr is not None and lr != max_lr:
-            raise ValueError(f"got lr={lr} and max_lr={max_lr}; pass only one (max_lr is the one-cycle peak)")
-        lr = max_lr if max_lr is not None else lr
-        if lr is not None:
-            flat["lr"] = lr
-        if epochs is not None:
-            flat["epochs"] = epochs
-        if isinstance(optimizer, str):
-            flat["optimizer"] = optimizer
-        elif optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a name such as 'sgd' or a torch.optim.Optimizer, got {optimizer!r}")
-        if "scheduler" in flat:
-            flat["scheduler"] = "none" if flat["scheduler"] is None else str(flat["scheduler"]).lower()
-        s = Settings.from_flat(settings, **flat)
-        if s.optim.lr is None:
-            if isinstance(optimizer, torch.optim.Optimizer):
-                group = optimizer.param_groups[0]  # a OneCycleLR/scheduler attached keeps its peak/base lr here
-                s.optim.lr = float(group.get("max_lr", group.get("initial_lr", group["lr"])))
-            elif not s.run.resume:
-                raise ValueError("pass lr= (or max_lr=) > 0; woollylib.scheduler.find_lr suggests one")
-        if isinstance(optimizer, torch.optim.Optimizer):
-            s.optim.name = type(optimizer).__name__.lower()
-        return s
-
-    def _check_run_dir(self) -> dict | None:
-        """Validate resume/overwrite against ``out_dir``; the checkpoint to resume from, if any."""
-        s = self.settings
-        if s.run.resume and self.run_dir is None:
-            raise ValueError(f"resume=True needs out_dir=<the run directory that holds {LAST}>")
-        if s.run.resume and s.run.overwrite:
-            raise ValueError("resume=True and overwrite=True contradict each other; pass only one")
-        if not s.run.resume:
-            if self.run_dir is not None:
-                self.run_dir.check_fresh(s.run.overwrite)
-            return None
-        if not self.run_dir.has(LAST) and self.run_dir.holds_run() == [CONFIG]:
-            # the run started but completed no epoch: it begins again with its saved settings
-            saved = self.run_dir.read_config()["settings"]
-            self._fill_from_saved(saved)
-            self._restart = True
-            return None
-        ckpt = self.run_dir.load("last", map_location=self.device)
-        self._fill_from_saved(upgrade_config(ckpt.get("config") or {})["settings"])
-        return ckpt
-
-    def _fill_from_saved(self, saved: dict) -> None:
-        s = self.settings
-        if s.schedule.epochs is None:
-            s.schedule.epochs = saved["schedule"].get("epochs")
-        if s.optim.lr is None:
-            s.optim.lr = saved["optim"].get("lr")
 
     def _build_optimizer(self, instance) -> None:
         if instance is not None:
@@ -558,103 +510,12 @@ class Trainer:
                                            steps_per_epoch=self.steps_per_epoch, **sch.scheduler_kwargs())
         self.scaler = make_scaler(self.device, self.amp)  # validates amp; None unless fp16
 
-    def _config(self, model, extra) -> dict:
-        """config.json's content (also kept in every checkpoint)."""
-        self.settings.schedule.epochs, self.settings.optim.lr = self.epochs, self.lr
-        return jsonable({
-            "format": CONFIG_FORMAT,
-            "version": CONFIG_VERSION,
-            "model": ModelSpec.of(model).to_dict(),
-            "settings": self.settings.to_dict(),
-            "resolved": {"device": str(self.device), "amp": self.amp, "channels_last": self.channels_last,
-                         "precision": self.precision.to_dict(),
-                         "steps_per_epoch": self.steps_per_epoch,
-                         "batch_size": (getattr(self.train_loader, "batch_size", None) or 0) * self.dist.world_size
-                         or None, "world_size": self.dist.world_size},
-            "data": self.data_info,
-            "extra": extra or {},
-        })
-
-    def _restore(self, ckpt: dict) -> None:
-        from .compile import plain_state_dict
-
-        path = self.run_dir / LAST
-        saved = upgrade_config(ckpt.get("config") or {})
-        ckpt["model"] = plain_state_dict(ckpt["model"])  # also a checkpoint saved from a compiled model
-        mismatch = _state_dict_mismatch(self.model.state_dict(), ckpt["model"])
-        if mismatch:
-            raise ValueError(
-                f"checkpoint {path} was saved from a different model (saved model: "
-                f"{saved['model'].get('cls')!r}, this model: {type(self.model).__name__!r}): {mismatch}; build "
-                "the same model as the run, or start a new run in another out_dir"
-            )
-        self._check_same_run(saved, path)
-        self.model.load_state_dict(ckpt["model"])
-        try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.scheduler is not None and ckpt.get("scheduler") is not None:
-                self.scheduler.load_state_dict(ckpt["scheduler"])
-            if self.scaler is not None and ckpt.get("scaler") is not None:
-                self.scaler.load_state_dict(ckpt["scaler"])
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise ValueError(
-                f"checkpoint {path} does not match this optimizer/scheduler ({exc}); use the run's settings "
-                "(see its config.json) or start a new run in another out_dir"
-            ) from exc
-        self.history = History.from_dict(ckpt["history"])
-        self.start_epoch = self._saved_epoch = int(ckpt["epoch"])
-        self._rng_to_restore = self._rng_of_this_rank(ckpt)
-        self._reseed_rank = self._rng_to_restore is None and self.dist.rank > 0  # resumed on more processes
-        if self.verbose:
-            print(f"Resuming {path} after epoch {self.start_epoch}/{self.epochs}")
-
-    def _check_same_run(self, saved: dict, path: Path) -> None:
-        """Refuse to resume with settings that define another run (a one-cycle schedule is also fixed
-        by its length)."""
-        now, then = self.config, saved
-        keys = [("optimizer", ("settings", "optim", "name")), ("scheduler", ("settings", "schedule", "name")),
-                ("lr", ("settings", "optim", "lr")), ("steps_per_epoch", ("resolved", "steps_per_epoch"))]
-        if self.scheduler_name == "onecycle":
-            keys.append(("epochs", ("settings", "schedule", "epochs")))
-
-        def get(d, where):
-            for k in where:
-                d = (d or {}).get(k)
-            return d
-
-        diffs = [f"{name}: run has {get(then, where)!r}, now {get(now, where)!r}" for name, where in keys
-                 if get(then, where) is not None and get(then, where) != get(now, where)]
-        split_then, split_now = get(then, ("data", "val")), get(now, ("data", "val"))
-        if (split_then is None) != (split_now is None) or (
-                split_then and split_now and split_then.get("sha256") != split_now.get("sha256")):
-            def text(v):
-                return "none" if v is None else f"{v.get('count')} images, seed {v.get('seed')}"
-            diffs.append(f"validation split: run has {text(split_then)}, now {text(split_now)} (pass the run's "
-                         "val_split and seed)")
-        if diffs:
-            raise ValueError(
-                f"cannot resume {path} with different settings ({'; '.join(diffs)}); use the run's settings "
-                "(see its config.json) or start a new run in another out_dir"
-            )
-
-    # ---- saving
-
     def checkpoint(self, epoch: int, rng_ranks: list | None = None) -> dict:
-        """The checkpoint dict after ``epoch`` completed epochs (torch.load(weights_only=True)-safe).
-        Under torchrun ``rng_ranks`` holds every rank's RNG states (``rng`` stays rank 0's)."""
-        extra = {"rng_ranks": rng_ranks} if rng_ranks is not None and len(rng_ranks) > 1 else {}
-        return {
-            "version": CHECKPOINT_VERSION,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": epoch,
-            "history": self.history.to_dict(),
-            "rng": _rng_state(),
-            "config": self.config,
-            **extra,
-        }
+        """The checkpoint dict after ``epoch`` completed epochs (``woollylib.resume.checkpoint``)."""
+        return resume.checkpoint(self, epoch, rng_ranks)
+
+    def _rng_of_this_rank(self, ckpt: dict) -> dict | None:
+        return resume.rng_for_rank(ckpt, self.dist.rank, self.dist.world_size, self.verbose)
 
     def _save(self, epoch: int, is_best: bool) -> None:
         """Commit epoch ``epoch``: last.pt first (it carries history and config, so every later file can
@@ -662,7 +523,7 @@ class Trainer:
         if self.run_dir is None:
             return
         # every rank's RNG states (RICAP draws, dropout, loader workers), so a resume continues each rank's
-        rng_ranks = self.dist.gather(_rng_state()) if self.dist.active else None
+        rng_ranks = self.dist.gather(resume.rng_state()) if self.dist.active else None
         if not self.dist.is_writer:  # rank 0 writes; the others wait for it
             self._saved, self._saved_epoch = True, epoch
             self.dist.barrier()
@@ -682,24 +543,6 @@ class Trainer:
                                          + ((BEST,) if is_best else ()))
         self.dist.barrier()
 
-    def _start_run_dir(self) -> None:
-        """Under the lock, before the first epoch: refuse what changed since construction, clean up,
-        check room, write the marker of a fresh run or repair a resumed one."""
-        run = self.run_dir
-        if self.start_epoch == 0 and not self._saved and not self.resume:
-            run.check_fresh(self.overwrite)  # another writer may have started since __init__
-        run.clean_temp()
-        size = sum(t.numel() * t.element_size() for t in self.model.state_dict().values() if torch.is_tensor(t))
-        run.preflight(2 * size + 2**20)  # weights + optimizer state (momentum) + the rest
-        if self._resume_ckpt is not None:
-            fixed = run.repair(self._resume_ckpt)
-            if fixed and self.verbose:
-                print(f"repaired {', '.join(fixed)} from {run / LAST} (epoch {self._resume_ckpt['epoch']})")
-            self._resume_ckpt = None
-        elif self.start_epoch == 0 and not self._saved and not self.overwrite and not run.has(CONFIG):
-            run.write_config(self.config)  # the marker: this folder is a woollylib run from now on
-            self._marker_written = True
-
     # ---- the loop
 
     def fit(self, stop_after: int | None = None) -> History:
@@ -716,7 +559,7 @@ class Trainer:
             stack.callback(self.dist.close)  # a process group made by this trainer ends with fit(), on any exit
             if self.run_dir is not None and self.dist.is_writer:
                 stack.enter_context(self.run_dir.lock())  # the one writer, until the last hook is done
-                self._start_run_dir()
+                resume.prepare_run_dir(self)
             self._signals = stack.enter_context(StopSignals())
             self.first_epoch, self.should_stop = self.start_epoch + 1, False
             try:
@@ -737,7 +580,7 @@ class Trainer:
     def _fit_epochs(self, end: int) -> History:
         from .bp.engine import NonFiniteLossError
 
-        self._seed_or_restore_rng()
+        resume.seed_or_restore_rng(self)
         epoch = self.start_epoch
         try:
             for epoch in range(self.start_epoch + 1, end + 1):
@@ -747,36 +590,13 @@ class Trainer:
         except KeyboardInterrupt as exc:
             if self.verbose:
                 what = getattr(exc, "signal_name", None) or "interrupted"
-                print(self._stop_note(f"{what} during epoch {epoch}"), flush=True)
+                print(_stop_note(self, f"{what} during epoch {epoch}"), flush=True)
             raise
         except NonFiniteLossError as exc:
             if hasattr(exc, "add_note"):  # Python >= 3.11
-                exc.add_note(self._stop_note("training stopped", diverged=True))
+                exc.add_note(_stop_note(self, "training stopped", diverged=True))
             raise
         return self.history
-
-    def _rng_of_this_rank(self, ckpt: dict) -> dict | None:
-        """This rank's saved RNG states; None (reseed) for a rank the saving job did not have."""
-        ranks = ckpt.get("rng_ranks") or [ckpt.get("rng")]
-        rank, world = self.dist.rank, self.dist.world_size
-        if len(ranks) != world and self.verbose:
-            print(f"note: the checkpoint holds the RNG states of {len(ranks)} process(es) and this job has {world}, so "
-                  "random draws after the resume (RICAP, dropout) differ from an uninterrupted run")
-        return ranks[rank] if rank < len(ranks) else None
-
-    def _seed_or_restore_rng(self) -> None:
-        if self._rng_to_restore is not None:
-            _set_rng_state(self._rng_to_restore)
-            self._rng_to_restore = None
-        elif self._reseed_rank:  # a rank the saving job did not have: its own stream from here on
-            from .device import seed_everything
-
-            self._reseed_rank = False
-            seed_everything((self.seed or 0) + self.dist.rank + 1000 * self.start_epoch)
-        elif self.seed is not None and self.start_epoch == 0:
-            from .device import seed_everything
-
-            seed_everything(self.seed + self.dist.rank)  # ranks draw their own RICAP patches
 
     def run_epoch(self, epoch: int) -> dict:
         """Train, validate (with a split) and test epoch ``epoch`` (1-based), record it, save, print;
@@ -839,21 +659,6 @@ class Trainer:
         stats = evaluate(self.eval_net, loader, device=self.device, amp=self.amp, tta_flip=self.tta_flip,
                          criterion=self.criterion)
         return self.dist.reduce_metrics(stats)
-
-    def _stop_note(self, what: str, diverged: bool = False) -> str:
-        done = self._saved_epoch if self.out_dir is not None else len(self.history)
-        advice = (
-            "lower the learning rate (or set grad_clip) and start a new run"
-            if diverged
-            else "continue with resume=True (CLI: --resume)"
-        )
-        if self.out_dir is None:
-            return f"{what}; {done} completed epochs are in trainer.history (no out_dir, nothing saved)"
-        if done == 0:
-            return (f"{what} before the first epoch ended; no epoch was saved in {self.out_dir} (resume=True / "
-                    "--resume starts it again)")
-        return f"{what}; {self.out_dir / LAST} and history.json hold epoch {done}/{self.epochs}; {advice}"
-
 
 def train_test_loop(
     model: nn.Module,

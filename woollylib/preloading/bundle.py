@@ -144,20 +144,9 @@ def get_data(
         val_loader = None if val_source is None else make_loader(val_source, test_tf, test_bs, train=False,
                                                                  seed=seeds[1], **common)
     return DataBundle(
-        train_loader=train_loader,
-        test_loader=test_loader,
-        train_source=train_source,
-        test_source=test_source,
-        classes=list(train_source.classes),
-        mean=tuple(mean),
-        std=tuple(std),
-        stats=stats,
-        train_transform=train_tf,
-        test_transform=test_tf,
-        name=label,
-        val_loader=val_loader,
-        val_source=val_source,
-        val_info=val_info,
+        train_loader=train_loader, test_loader=test_loader, train_source=train_source, test_source=test_source,
+        classes=list(train_source.classes), mean=tuple(mean), std=tuple(std), stats=stats, train_transform=train_tf,
+        test_transform=test_tf, name=label, val_loader=val_loader, val_source=val_source, val_info=val_info,
         build_args=build_args,
     )
 
