@@ -30,7 +30,8 @@ LAYERS = (
     ("woollylib.utils",),                                           # 6 explain, metrics, figures
     ("woollylib.recipe",),                                          # 6b a run's recipe: build, train, rebuild
     ("woollylib.report", "woollylib.experiments", "woollylib.main", "woollylib.cli",
-     "woollylib.__main__"),                                         # 7 user surfaces, sweeps + comparison
+     "woollylib.__main__",                                          # 7 user surfaces, sweeps + comparison
+     "woollylib.utils.compare"),                                    #   (old path of experiments.optimizers)
 )
 
 

@@ -15,6 +15,7 @@ from scipy import stats
 
 from woollylib import cli
 from woollylib import experiments as ex
+from woollylib.experiments import sweeps
 from woollylib.run import HISTORY, LAST, METRICS, RunDir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -67,7 +68,7 @@ def test_a_sweep_of_two_axes_and_two_seeds_makes_eight_run_folders(grid):
 
 
 def test_a_finished_sweep_is_skipped_when_run_again(grid, capsys, monkeypatch):
-    monkeypatch.setattr(ex, "train_run", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr(sweeps, "train_run", lambda *a, **k: pytest.fail("a finished run was trained again"))
     ex.sweep(BASE, AXES, SEEDS, grid, devices=["cpu"])
     assert "8 done already, 0 to train" in capsys.readouterr().out
 
@@ -161,11 +162,11 @@ def test_devices_run_one_at_a_time_each_and_all_runs_get_one(monkeypatch, tmp_pa
             busy.discard(device)
         return 0
 
-    monkeypatch.setattr(ex, "_launch", fake_launch)
+    monkeypatch.setattr(sweeps, "_launch", fake_launch)
     runs = ex.expand(ex.make_spec(BASE, AXES, SEEDS))
     ex._run_parallel(tmp_path, runs, ["cuda:0", "cuda:1"], False, verbose=False)
     assert sorted(i for i, _ in seen) == list(range(8)) and {d for _, d in seen} == {"cuda:0", "cuda:1"}
-    monkeypatch.setattr(ex, "_launch", lambda out, run, device, overwrite: 1 if run["index"] == 5 else 0)
+    monkeypatch.setattr(sweeps, "_launch", lambda out, run, device, overwrite: 1 if run["index"] == 5 else 0)
     with pytest.raises(ex.SweepError, match=r"1 of 8 runs failed: .*seed-1 .*run-5.log"):
         ex._run_parallel(tmp_path, runs, ["cuda:0", "cuda:1"], False, verbose=False)
 

@@ -826,11 +826,11 @@ def compare_optimizers(model: nn.Module, data, device=None, optimizers: Sequence
     comparison figure is displayed in a notebook (``show=None``) and written to ``save_path``. With
     ``out_dir=`` every optimizer's run is an ordinary run folder ``out_dir/optimizer-<name>/seed-<seed>``
     and ``out_dir/compare.md`` compares them (baseline: the first optimizer), as ``compare_runs`` does.
-    Other keywords go to ``woollylib.utils.compare.compare_optimizers`` (``lrs={"adam": 1e-3}``,
+    Other keywords go to ``woollylib.experiments.optimizers.compare_optimizers`` (``lrs={"adam": 1e-3}``,
     ``scheduler``, ``seed``, ``overwrite``...).
     """
+    from .experiments.optimizers import compare_optimizers as compare
     from .utils import visualize as viz
-    from .utils.compare import compare_optimizers as compare
 
     if _is_device(data) and (_is_bundle(device) or _is_pair(device)):
         data, device = device, data  # (model, device, data)

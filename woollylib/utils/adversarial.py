@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from woollylib._checks import check_finite, check_int, check_non_negative
-from woollylib.device import evaluating, model_device
-from woollylib.preloading.transforms import denormalize, normalize
-from woollylib.utils.gradcam.core import explain_mode
+from .._checks import check_finite, check_int, check_non_negative
+from ..device import evaluating, model_device
+from ..preloading.transforms import denormalize, normalize
+from .gradcam.core import explain_mode
 
 _Stats = Sequence[float] | torch.Tensor | None
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from woollylib._checks import check_int
-from woollylib.bp.engine import unpack_batch
-from woollylib.device import evaluating, model_device
-from woollylib.preloading.transforms import denormalize
+from .._checks import check_int
+from ..bp.engine import unpack_batch
+from ..device import evaluating, model_device
+from ..preloading.transforms import denormalize
 
 __all__ = [
     "Misclassified",

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from woollylib.device import evaluating, model_device
-from woollylib.preloading.transforms import denormalize
+from ..device import evaluating, model_device
+from ..preloading.transforms import denormalize
 
 _DPI = 110  # dots per inch of saved PNGs
 _TITLE = 9  # points, per-image titles
@@ -496,7 +496,7 @@ def plot_optimizer_comparison(histories: Mapping, *, title: str | None = None, s
 
 
 def _misclassified(model_or_wrong, data, device, n, mean, std, classes):
-    from woollylib.utils import metrics
+    from . import metrics
 
     if hasattr(model_or_wrong, "true") and hasattr(model_or_wrong, "inputs"):
         wrong = model_or_wrong
@@ -554,7 +554,7 @@ def plot_gradcam(model, data=None, device=None, *, stages: Sequence[str] | None 
     ``stages=None``: ``gradcam.default_stage`` (the last conv stage with a map larger than 1x1 at
     the images' size, for any model), named in the title.
     """
-    from woollylib.utils.gradcam import compute_cams, default_stage, overlay
+    from .gradcam import compute_cams, default_stage, overlay
 
     if target not in ("pred", "true"):
         raise ValueError(f"target must be 'pred' or 'true'; got {target!r}.")
@@ -596,7 +596,7 @@ def plot_confusion_matrix(model_or_cm, data=None, device=None, *, classes=None, 
     ``model_or_cm`` is a (K, K) count matrix (rows = true) or a model with ``data`` (a DataBundle
     or test loader): then every test batch is counted.
     """
-    from woollylib.utils import metrics
+    from . import metrics
 
     if isinstance(model_or_cm, torch.Tensor):
         model_or_cm = model_or_cm.detach().cpu().numpy()
@@ -640,7 +640,7 @@ def plot_per_class_accuracy(model_or_acc, data=None, device=None, *, classes=Non
     ``model_or_acc`` is per-class accuracies (K,) in %, a (K, K) confusion matrix, or a model with
     ``data`` (DataBundle or test loader).
     """
-    from woollylib.utils import metrics
+    from . import metrics
 
     overall = None
     if isinstance(model_or_acc, torch.Tensor):
@@ -683,7 +683,7 @@ def _probabilities(model, images) -> torch.Tensor:
 
 def _draw_adversarial_columns(axes, labels, classes, probs, pixels, delta, cams) -> None:
     """One column per image: clean and adversarial predictions, the perturbation, the CAMs."""
-    from woollylib.utils.gradcam import overlay
+    from .gradcam import overlay
 
     for c in range(len(labels)):
         y = int(labels[c])
@@ -709,8 +709,8 @@ def plot_adversarial(model, images, labels, mean, std, *, epsilon: float = 8 / 2
     when the model has no conv stage with a map larger than 1x1);
     ``adversarial`` reuses an attack result instead of running ``attack`` at ``epsilon``.
     """
-    from woollylib.utils import adversarial as adv_mod
-    from woollylib.utils.gradcam import compute_cams, default_stage
+    from . import adversarial as adv_mod
+    from .gradcam import compute_cams, default_stage
 
     images, labels = images[:n], torch.as_tensor(labels).cpu()[:n]  # beside the CPU predictions
     n = len(images)

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from woollylib._checks import check_range
-from woollylib.device import evaluating, model_device
+from ..._checks import check_range
+from ...device import evaluating, model_device
 
 __all__ = ["compute_cams", "default_stage", "explain_mode", "list_cam_methods", "list_stages", "model_device",
            "overlay", "resolve_stage"]
@@ -76,7 +76,7 @@ def _has_conv(module: nn.Module) -> bool:
 def list_stages(model: nn.Module) -> list[str]:
     """The stages Grad-CAM can target, in forward order: the model's ``stage_names``, else its top-level
     children that hold a convolution (inside a lone container such as ``features``, its children)."""
-    from woollylib.models import get_stages
+    from ...models import get_stages
 
     if getattr(model, "stage_names", None):
         return list(get_stages(model))
@@ -128,7 +128,7 @@ def resolve_stage(model: nn.Module, stage: str | nn.Module) -> nn.Module:
         return stage
     stage = str(stage)
     if getattr(model, "stage_names", None):
-        from woollylib.models import get_stage
+        from ...models import get_stage
 
         with contextlib.suppress(ValueError, KeyError, AttributeError):
             return get_stage(model, stage)
