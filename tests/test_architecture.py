@@ -29,8 +29,8 @@ LAYERS = (
     ("woollylib.training", "woollylib.hooks"),                      # 5 the trainer and its hooks
     ("woollylib.utils",),                                           # 6 explain, metrics, figures
     ("woollylib.recipe",),                                          # 6b a run's recipe: build, train, rebuild
-    ("woollylib.report", "woollylib.experiments", "woollylib.main", "woollylib.cli",
-     "woollylib.__main__"),                                         # 7 user surfaces, sweeps + comparison
+    ("woollylib.report", "woollylib.experiments", "woollylib.main", "woollylib.course", "woollylib.cli",
+     "woollylib.__main__"),                                         # 7 user surfaces (course: main's call shapes), sweeps
 )
 
 
