@@ -29,9 +29,9 @@ LAYERS = (
     ("woollylib.training", "woollylib.hooks", "woollylib.resume"),  # 5 the trainer, its hooks, resume
     ("woollylib.utils",),                                           # 6 explain, metrics, figures
     ("woollylib.recipe",),                                          # 6b a run's recipe: build, train, rebuild
-    ("woollylib.report", "woollylib.experiments", "woollylib.main", "woollylib.cli",
-     "woollylib.__main__",                                          # 7 user surfaces, sweeps + comparison
-     "woollylib.utils.compare"),                                    #   (old path of experiments.optimizers)
+    ("woollylib.report", "woollylib.experiments", "woollylib.main", "woollylib.course", "woollylib.cli",
+     "woollylib.predict", "woollylib.__main__",                     # 7 user surfaces (course: main's call shapes),
+     "woollylib.utils.compare"),                                    #   sweeps; old path of experiments.optimizers
 )
 
 

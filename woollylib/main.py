@@ -23,21 +23,34 @@ Every figure is pyplot's current figure when it is returned (``plt.savefig``/``p
 it) and is displayed exactly once in a notebook: as the cell's value, after ``plt.show()``, or in a
 loop; nothing blocks in a script (pass ``save_path=`` to write a PNG). ``max_lr`` and ``compare_optimizers`` return values, so
 they display their figure themselves when running in a notebook (``show=``).
+
+Each function here has one signature. The course notebooks' call shapes (``train_test_loop(model,
+device, train_loader, test_loader, EPOCHS, ...)``, loaders + class names, the four lists of
+``show_accuracy_loss``) and the course's helper names are translated by ``woollylib.course``
+(``@course.accepts``); the data a body gets is a DataBundle or a ``course.Data`` view of what was passed.
 """
 
 from __future__ import annotations
 
 import numbers
 import os
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from . import course
+from .config import (
+    DEFAULT_MODEL,  # select_model(device): the ResNet-9 layout of the 24-epoch recipe
+)
+from .course import (  # the course notebooks' helper names (aliases live in course.py only)
+    display_cifar_data_samples,
+    get_cifar_statistics,
+    get_misclassified_data,
+    visualize_cifar_augmentation,
+)
 from .device import evaluating, model_device, select_device
 
 __all__ = [
@@ -100,241 +113,12 @@ def _show(fig, show: bool | None) -> None:
         display(_displayable(fig))
 
 
-def _alias(name: str, value, alias: str, alias_value):
-    if alias_value is None:
-        return value
-    if value is not None and value != alias_value:
-        raise ValueError(f"got {name}={value!r} and {alias}={alias_value!r}; pass only one of them")
-    return alias_value
-
-
 def _model_device(model: nn.Module, device) -> torch.device:
     return model_device(model, device)
 
 
 # ----------------------------------------------------------------------------------------------
-# call shapes: what was passed is recognised by its type
-
-_DEVICE_NAME = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?|auto)$")
-
-
-def _is_device(x) -> bool:
-    return isinstance(x, torch.device) or (isinstance(x, str) and bool(_DEVICE_NAME.match(x.lower())))
-
-
-def _is_bundle(x) -> bool:
-    return hasattr(x, "train_loader") and hasattr(x, "test_loader")
-
-
-def _is_classes(x) -> bool:
-    """Class names: a dict {index: name} or a non-empty list/tuple of strings."""
-    if isinstance(x, Mapping):
-        return len(x) > 0 and all(isinstance(v, str) for v in x.values())
-    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(v, str) for v in x)
-
-
-def _is_loader(x) -> bool:
-    """A loader or dataset: any iterable/indexable of (images, labels) that is not a value of another kind."""
-    if x is None or isinstance(x, (str, bytes, Mapping, torch.Tensor, np.ndarray, nn.Module, numbers.Number)):
-        return False
-    if _is_classes(x) or _is_bundle(x):
-        return False
-    if isinstance(x, (tuple, list)) and len(x) == 2 and all(_is_loader(v) for v in x):
-        return False  # a (train_loader, test_loader) pair
-    return hasattr(x, "__iter__") or hasattr(x, "__getitem__")
-
-
-def _is_pair(x) -> bool:
-    return isinstance(x, (tuple, list)) and len(x) == 2 and all(_is_loader(v) for v in x)
-
-
-def _is_scheduler(x) -> bool:
-    from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
-
-    return isinstance(x, (LRScheduler, ReduceLROnPlateau)) or (
-        callable(getattr(x, "step", None)) and isinstance(getattr(x, "optimizer", None), torch.optim.Optimizer))
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_float(x) -> bool:
-    return isinstance(x, (float, np.floating))
-
-
-def _describe(x) -> str:
-    if isinstance(x, (str, numbers.Number, torch.device)) or x is None:
-        return repr(x)
-    if _is_classes(x):
-        return f"the class names {_short(x)}"
-    return f"a {type(x).__name__}"
-
-
-def _short(x) -> str:
-    text = repr(list(x.values()) if isinstance(x, Mapping) else list(x))
-    return text if len(text) < 60 else text[:56] + "...]"
-
-
-def _class_list(classes):
-    if classes is None:
-        return None
-    if isinstance(classes, Mapping):
-        return [str(classes[k]) for k in sorted(classes)]
-    return [str(c) for c in classes]
-
-
-def _sort_args(fname: str, args: tuple, slots: dict, given: dict, calls: str, first: int = 2) -> dict:
-    """Assign positional ``args`` to the keyword ``slots`` ({name: type test}) by their type.
-
-    ``given``: the keywords passed (None = not given); ``first``: the position of ``args[0]`` in the
-    call, counting from 1 (for messages); None values are skipped. A value no slot takes, or a second value for a filled slot, is a TypeError that says
-    what was passed where and shows ``calls``.
-    """
-    out = dict(given)
-    origin = {k: "keyword" for k, v in given.items() if v is not None}
-    for pos, value in enumerate(args, start=first):
-        if value is None:
-            continue
-        name = next((k for k, test in slots.items() if test(value)), None)
-        if name is None:
-            raise TypeError(f"{fname}() got {_describe(value)} as argument {pos}, which is none of: "
-                            f"{', '.join(slots)}. Write: {calls}")
-        if out.get(name) is not None:
-            raise TypeError(f"{fname}() got two values for {name}: {_describe(out[name])} ({origin[name]}) and "
-                            f"{_describe(value)} (argument {pos}). Write: {calls}")
-        out[name], origin[name] = value, f"argument {pos}"
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# data from a DataBundle, a loader (any iterable of batches) or a dataset
-
-
-class _Data:
-    """What the plots need, read from a DataBundle, a (train, test) pair, or one loader/dataset."""
-
-    def __init__(self, fname: str, data, classes=None, mean=None, std=None):
-        self.fname, self.bundle, self.given = fname, data if _is_bundle(data) else None, data
-        if self.bundle is None and not (_is_pair(data) or _is_loader(data)):
-            raise TypeError(f"{fname}() needs a DataBundle (main.download_data), a DataLoader or a dataset as "
-                            f"its data; got {_describe(data)}")
-        if classes is not None and not _is_classes(classes):
-            raise TypeError(f"{fname}() got classes={_describe(classes)}; pass the class names as a list or tuple "
-                            "of strings (e.g. data.classes)")
-        self.classes = _class_list(classes)
-        if self.classes is None:
-            from .preloading.walk import classes_of
-
-            self.classes = _class_list(getattr(self.bundle, "classes", None) or classes_of(self.loader("test")))
-        self._mean, self._std = mean, std
-
-    def loader(self, split: str):
-        if self.bundle is not None:
-            return getattr(self.bundle, f"{split}_loader")
-        if _is_pair(self.given):
-            return self.given[0 if split == "train" else 1]
-        return self.given
-
-    def stats(self, split: str = "test"):
-        """(mean, std) of the Normalize the images went through; a clear error when unknown."""
-        if self._mean is not None and self._std is not None:
-            return tuple(self._mean), tuple(self._std)
-        from .preloading.walk import NO_NORMALIZE, normalize_stats
-
-        found = normalize_stats(self.bundle if self.bundle is not None else self.loader(split))
-        if found == NO_NORMALIZE:
-            return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # pixels already
-        if found is None:
-            raise ValueError(
-                f"{self.fname}() cannot tell how the images of {_describe(self.loader(split))} were normalised "
-                "(no transform with a Normalize step on its dataset); pass mean=(r, g, b), std=(r, g, b), the "
-                "Normalize statistics on [0, 1] (e.g. woollylib.preloading.CIFAR10_MEAN/CIFAR10_STD)")
-        return found
-
-    def source(self, split: str):
-        """(raw images NHWC, labels) of the split when they can be read without the loader, else None."""
-        if self.bundle is not None and getattr(self.bundle, f"{split}_source", None) is not None:
-            src = getattr(self.bundle, f"{split}_source")
-            return src.images, np.asarray(src.labels)
-        loader = self.loader(split)
-        dataset = getattr(loader, "dataset", loader)
-        src = getattr(dataset, "source", None)
-        if src is not None and hasattr(src, "images") and hasattr(src, "labels"):
-            return src.images, np.asarray(src.labels)
-        images, labels = getattr(dataset, "data", None), getattr(dataset, "targets", None)
-        if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[-1] == 3 and labels is not None:
-            return images, np.asarray(labels)  # torchvision CIFAR10-like datasets
-        return None
-
-    def pixels(self, split: str, limit: int):
-        """(images in [0, 1] NHWC or raw uint8, labels, classes) for the sample plots."""
-        raw = self.source(split)
-        if raw is not None:
-            return raw[0], raw[1], self.classes
-        loader = self.loader(split)
-        batches = _batches(loader, limit, self.fname)
-        images = torch.cat([b[0] for b in batches])[:limit].float().cpu()
-        labels = torch.cat([torch.as_tensor(b[1]) for b in batches])[:limit].cpu()
-        if images.ndim != 4:
-            raise ValueError(f"{self.fname}() needs image batches (B, C, H, W); {_describe(loader)} gave "
-                             f"{tuple(images.shape)}")
-        mean, std = self.stats(split)
-        from .utils.metrics import denormalize
-
-        return denormalize(images, mean, std), labels.numpy(), self.classes
-
-    def for_plots(self, split: str, limit: int):
-        """What ``utils.visualize``'s sample plots take: the bundle itself, or an (images, labels, classes) tuple."""
-        if self.bundle is not None and (self.given is not self.bundle or self.classes is None
-                                        or self.classes == _class_list(self.bundle.classes)):
-            return self.bundle
-        return self.pixels(split, limit)
-
-
-def _batches(loader, limit: int, fname: str) -> list:
-    """Batches (images, labels) from a loader, or items from a dataset, until ``limit`` images."""
-    out, count = [], 0
-    is_dataset = not hasattr(loader, "batch_size") and hasattr(loader, "__getitem__") and hasattr(loader, "__len__")
-    items = (loader[i] for i in range(len(loader))) if is_dataset else iter(loader)
-    for item in items:
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise TypeError(f"{fname}() needs a loader of (images, labels) batches; it yielded {_describe(item)}")
-        images, labels = item[0], item[1]
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"{fname}() needs tensor images (end the transform with ToTensorV2 / ToTensor); "
-                            f"got {_describe(images)}")
-        if is_dataset:
-            images, labels = images.unsqueeze(0), torch.as_tensor([int(labels)])
-        out.append((images, labels))
-        count += len(images)
-        if count >= limit:
-            break
-    if not out:
-        raise ValueError(f"{fname}(): the loader yielded no images")
-    return out
-
-
-def _test_data(data, args):
-    """``(model, device, loader, ...)``: put the data first again."""
-    if _is_device(data) and args and (_is_bundle(args[0]) or _is_loader(args[0]) or _is_pair(args[0])):
-        data, args = args[0], (data, *args[1:])  # (model, device, loader, ...)
-    return data, args
-
-
-def _pair_or_bundle(fname: str, data):
-    if _is_bundle(data) or _is_pair(data):
-        return data
-    raise TypeError(f"{fname}() needs the train and the test data: a DataBundle or (train_loader, test_loader); "
-                    f"got {_describe(data)}")
-
-
-# ----------------------------------------------------------------------------------------------
 # data
-
-from .config import (
-    DEFAULT_MODEL,  # select_model(device): the ResNet-9 layout of the 24-epoch recipe
-)
 
 
 def download_data(
@@ -372,59 +156,37 @@ def download_data(
                     verbose=verbose, **extra, **kwargs)
 
 
-def _count_and_classes(fname, classes, count, count_name):
-    """``show_x(data, classes, n)`` and ``show_x(data, n, classes)`` both: sort the two by type."""
-    if _is_int(classes) and (count is None or _is_classes(count)):
-        classes, count = count, classes
-    if count is not None and (not _is_int(count) or count < 1):
-        raise ValueError(f"{fname}() {count_name} must be a positive integer, got {count!r}")
-    return classes, count
-
-
-def show_random_samples(data, classes=None, n: int | None = None, *, ncols: int = 8, seed: int | None = None,
-                        split: str = "train", mean=None, std=None, save_path=None):
-    """``n`` (default 16) random images with their class names (Figure).
+@course.accepts(course.samples("n"))
+def show_random_samples(data, n: int = 16, *, ncols: int = 8, seed: int | None = None, split: str = "train",
+                        save_path=None):
+    """``n`` random images with their class names (Figure).
 
     ``data``: a DataBundle (its ``split``), or a loader/dataset (``show_random_samples(train_loader,
     classes)``); ``mean``/``std`` default to the bundle's or the Normalize of the loader's transform.
     """
     from .utils import visualize as viz
 
-    classes, n = _count_and_classes("show_random_samples", classes, n, "n")
-    n = 16 if n is None else n
-    d = _Data("show_random_samples", data, classes, mean, std)
-    return _displayable(viz.plot_random_samples(d.for_plots(split, max(n, 256)), n=n, ncols=ncols, seed=seed,
+    return _displayable(viz.plot_random_samples(data.for_plots(split, max(n, 256)), n=n, ncols=ncols, seed=seed,
                                                 split=split, save_path=save_path))
 
 
-def show_class_samples(data, classes=None, per_class: int | None = None, *, seed: int | None = None,
-                       split: str = "train", mean=None, std=None, save_path=None):
-    """One row of ``per_class`` (default 6) examples for each class (Figure); ``data`` as in show_random_samples."""
+@course.accepts(course.samples("per_class"))
+def show_class_samples(data, per_class: int = 6, *, seed: int | None = None, split: str = "train", save_path=None):
+    """One row of ``per_class`` examples for each class (Figure); ``data`` as in show_random_samples."""
     from .utils import visualize as viz
 
-    classes, per_class = _count_and_classes("show_class_samples", classes, per_class, "per_class")
-    per_class = 6 if per_class is None else per_class
-    d = _Data("show_class_samples", data, classes, mean, std)
-    return _displayable(viz.plot_class_samples(d.for_plots(split, 2048), per_class=per_class, seed=seed,
+    return _displayable(viz.plot_class_samples(data.for_plots(split, 2048), per_class=per_class, seed=seed,
                                                split=split, save_path=save_path))
 
 
-def show_image_rgb(data, index: int = 0, classes=None, *, split: str = "train", mean=None, std=None,
-                   save_path=None):
+@course.accepts(course.image_rgb)
+def show_image_rgb(data, index: int = 0, *, split: str = "train", save_path=None):
     """An image and its R, G, B channels. ``data``: DataBundle/ImageSource/loader/dataset (image ``index``) or an image."""
     from .utils import visualize as viz
 
-    if _is_classes(index) and (classes is None or _is_int(classes)):
-        index, classes = (0 if classes is None else classes), index
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        return _displayable(viz.plot_image_channels(data, save_path=save_path))
-    if hasattr(data, "images") and hasattr(data, "labels") and not _is_bundle(data):
-        images, labels, names = data.images, np.asarray(data.labels), _class_list(classes or data.classes)
-    else:
-        if not _is_int(index):
-            raise TypeError(f"show_image_rgb() index must be an integer, got {_describe(index)}")
-        d = _Data("show_image_rgb", data, classes, mean, std)
-        images, labels, names = d.pixels(split, index + 1 if index >= 0 else 10**9)
+    if data.image is not None:
+        return _displayable(viz.plot_image_channels(data.image, save_path=save_path))
+    images, labels, names = data.pixels(split, index + 1 if index >= 0 else 10**9)
     if not -len(images) <= index < len(images):
         raise ValueError(f"index {index} is out of range: the {split} split has {len(images)} images")
     label = int(labels[index])
@@ -436,6 +198,7 @@ def show_image_rgb(data, index: int = 0, classes=None, *, split: str = "train", 
     return _displayable(viz.plot_image_channels(image, title=title, save_path=save_path))
 
 
+@course.accepts(course.augmentations)
 def show_augmentations(data, transform=None, *, n_images: int = 4, seed: int = 0, save_path=None):
     """Each train transform alone, then the whole pipeline, on the same images (Figure).
 
@@ -444,41 +207,17 @@ def show_augmentations(data, transform=None, *, n_images: int = 4, seed: int = 0
     """
     from .utils import visualize as viz
 
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        if transform is None:
-            raise ValueError("show_augmentations(images, transform=...) needs the albumentations Compose to show")
-        return _displayable(viz.plot_augmentations(data, transform, n_images=n_images, seed=seed,
-                                                   save_path=save_path))
-    if _is_bundle(data):
-        if transform is None and getattr(data, "train_transform", None) is None:
-            raise ValueError(
-                "this DataBundle has no albumentations pipeline (loader='device' augments on the device); "
-                "pass transform=woollylib.preloading.train_transforms(data.mean, data.std)"
-            )
-        return _displayable(viz.plot_augmentations(data, transform, n_images=n_images, seed=seed,
-                                                   save_path=save_path))
-    from .preloading.walk import datasets_in, transforms_of
-
-    d = _Data("show_augmentations", data)
-    raw = d.source("train")
-    if transform is None:
-        transform = next((t for ds in datasets_in(d.loader("train")) for t in transforms_of(ds)
-                          if hasattr(t, "transforms")), None)
-    if raw is None or transform is None:
-        raise ValueError(
-            f"show_augmentations() cannot find the raw images and the albumentations pipeline of "
-            f"{_describe(data)}; pass a DataBundle, or show_augmentations(images_uint8_NHWC, transform=compose)")
-    return _displayable(viz.plot_augmentations(raw[0], transform, n_images=n_images, seed=seed,
-                                               save_path=save_path))
+    return _displayable(viz.plot_augmentations(data, transform, n_images=n_images, seed=seed, save_path=save_path))
 
 
 # ----------------------------------------------------------------------------------------------
 # model and learning rate
 
 
-def select_model(name: str | torch.device | None = None, device=None, num_classes: int | None = None, *,
-                 data=None, seed: int | None = None, summary: bool = True,
-                 input_size: Sequence[int] | None = None, **options) -> nn.Module:
+@course.accepts(course.model_choice)
+def select_model(name: str = DEFAULT_MODEL, device=None, num_classes: int | None = None, *, data=None,
+                 seed: int | None = None, summary: bool = True, input_size: Sequence[int] | None = None,
+                 **options) -> nn.Module:
     """Build a registered model (``woollylib.models.list_models()``), move it to ``device``, print its summary.
 
     ``select_model(device)`` builds the default model, ``DEFAULT_MODEL`` = "custom_resnet" (the
@@ -491,18 +230,6 @@ def select_model(name: str | torch.device | None = None, device=None, num_classe
     from .models import get_model
     from .models import summary as print_summary
 
-    if _is_device(name) or (name is None and device is not None):
-        if device is not None and not _is_int(device):
-            raise TypeError(f"select_model() got the device {_describe(name)} first and then {_describe(device)}; "
-                            f"write select_model(device) or select_model('{DEFAULT_MODEL}', device)")
-        if _is_int(device) and num_classes is None:
-            num_classes = device
-        name, device = DEFAULT_MODEL, name
-    if name is None:
-        name = DEFAULT_MODEL
-    if not isinstance(name, str):
-        raise TypeError(f"select_model() takes a model name (e.g. '{DEFAULT_MODEL}') or a device first, got "
-                        f"{_describe(name)}; write select_model('{DEFAULT_MODEL}', device)")
     if num_classes is None:
         num_classes = len(data.classes) if data is not None else 10
     device = select_device(verbose=False) if device is None else _model_device(nn.Identity(), device)
@@ -521,9 +248,10 @@ def select_model(name: str | torch.device | None = None, device=None, num_classe
     return model
 
 
-def max_lr(model: nn.Module, data, *args, device=None, optimizer: str | torch.optim.Optimizer | None = None,
-           criterion=None, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100,
-           suggestion: str | None = None, show: bool | None = None, save_path=None, **optimizer_kw) -> float:
+@course.accepts(course.lr_test)
+def max_lr(model: nn.Module, data, device=None, *, optimizer: str | torch.optim.Optimizer = "sgd", criterion=None,
+           start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100, suggestion: str | None = None,
+           show: bool | None = None, save_path=None, **optimizer_kw) -> float:
     """LR range test on the train loader; plots the curve and returns the suggested lr.
 
     ``max_lr(model, data)``, ``max_lr(model, train_loader, device)`` or with the course's objects
@@ -532,27 +260,16 @@ def max_lr(model: nn.Module, data, *args, device=None, optimizer: str | torch.op
     ``suggestion``: the rule (default ``woollylib.scheduler.DEFAULT_SUGGESTION``, see the README).
     Use the result as ``max_lr`` of the one-cycle schedule. The model and its weights are left as
     they were. The curve is displayed in a notebook (``show=None``) and written to ``save_path``.
+    This body gets the train loader (``woollylib.course`` takes it from a DataBundle or a pair).
     """
     from .scheduler import DEFAULT_SUGGESTION, find_lr
     from .utils import visualize as viz
 
-    calls = "max_lr(model, data)  or  max_lr(model, train_loader, optimizer, criterion, device)"
-    got = _sort_args("max_lr", args, {
-        "device": _is_device, "optimizer": lambda x: isinstance(x, (torch.optim.Optimizer, str)),
-        "criterion": lambda x: isinstance(x, nn.Module) or (callable(x) and not _is_loader(x)),
-    }, {"device": device, "optimizer": optimizer, "criterion": criterion}, calls, first=3)
-    device, optimizer, criterion = got["device"], got["optimizer"] or "sgd", got["criterion"]
-    if _is_device(data) and args and _is_loader(args[0]):
-        raise TypeError(f"max_lr() got the device {_describe(data)} before the loader; write: {calls}")
     device = _model_device(model, device)
     model.to(device)
-    loader = data.train_loader if _is_bundle(data) else (data[0] if _is_pair(data) else data)
-    if not _is_loader(loader):
-        raise TypeError(f"max_lr() needs the train data (a DataBundle or the train loader) second, got "
-                        f"{_describe(data)}; write: {calls}")
     if optimizer == "sgd":
         optimizer_kw.setdefault("momentum", 0.9)
-    result = find_lr(model, loader, optimizer, criterion, device=device, start_lr=start_lr, end_lr=end_lr,
+    result = find_lr(model, data, optimizer, criterion, device=device, start_lr=start_lr, end_lr=end_lr,
                      num_iter=num_iter, suggestion=suggestion or DEFAULT_SUGGESTION, **optimizer_kw)
     fig = viz.plot_lr_finder(result, save_path=save_path)
     _show(fig, show)
@@ -562,16 +279,14 @@ def max_lr(model: nn.Module, data, *args, device=None, optimizer: str | torch.op
 # ----------------------------------------------------------------------------------------------
 # training
 
-_TRAIN_CALLS = ("train_test_loop(model, data, device, max_lr=0.05, epochs=24)  or  "
-                "train_test_loop(model, device, train_loader, test_loader, 0.05, epochs=24)")
 
-
-def train_test_loop(model: nn.Module, *args, epochs: int | None = None, max_lr: float | None = None,
-                    EPOCHS: int | None = None, device=None, optimizer=None, scheduler=None, criterion=None,
-                    **kwargs):
+@course.accepts(course.training)
+def train_test_loop(model: nn.Module, data, device=None, *, epochs: int | None = None, max_lr: float | None = None,
+                    optimizer=None, scheduler=None, criterion=None, **kwargs):
     """Train and test for ``epochs`` (alias ``EPOCHS``) epochs; return the History.
 
-    Both call shapes work, recognised by the arguments' types (any order after the model)::
+    ``data``: a DataBundle or ``(train_loader, test_loader)``. The course's call shapes work too
+    (``woollylib.course``: the arguments after the model recognised by type, in any order)::
 
         train_test_loop(model, data, device, max_lr=0.05, epochs=24)                # a DataBundle
         train_test_loop(model, device, train_loader, test_loader, 0.05, EPOCHS)     # the PyTorch examples' order
@@ -587,36 +302,14 @@ def train_test_loop(model: nn.Module, *args, epochs: int | None = None, max_lr: 
     """
     from . import training
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"train_test_loop() takes the model first, got {_describe(model)}; write: {_TRAIN_CALLS}")
-    loaders = [a for a in args if _is_loader(a)]
-    others = tuple(None if _is_loader(a) else a for a in args)  # keeps the positions for messages
-    got = _sort_args("train_test_loop", others, {
-        "data": lambda x: _is_bundle(x) or _is_pair(x), "device": _is_device, "epochs": _is_int,
-        "max_lr": _is_float, "scheduler": _is_scheduler,
-        "optimizer": lambda x: isinstance(x, torch.optim.Optimizer),
-        "criterion": lambda x: isinstance(x, nn.Module) or callable(x),
-    }, {"data": None, "device": device, "epochs": _alias("epochs", epochs, "EPOCHS", EPOCHS), "max_lr": max_lr,
-        "scheduler": scheduler, "optimizer": optimizer, "criterion": criterion}, _TRAIN_CALLS)
-    data = got["data"]
-    if loaders:
-        if data is not None or len(loaders) != 2:
-            what = f"{len(loaders)} loader(s)" + (" and a DataBundle" if data is not None else "")
-            raise TypeError(f"train_test_loop() got {what}; pass either the DataBundle or the train and the test "
-                            f"loader (in that order). Write: {_TRAIN_CALLS}")
-        data = tuple(loaders)
-    if data is None:
-        raise TypeError(f"train_test_loop() got no data; write: {_TRAIN_CALLS}")
-    if got["epochs"] is None and not kwargs.get("resume"):
-        raise TypeError("train_test_loop() needs the number of epochs (there is no default): pass epochs=24 (or "
-                        f"EPOCHS=24); write: {_TRAIN_CALLS}")
-    device = _model_device(model, got["device"])
-    extra = {k: got[k] for k in ("optimizer", "scheduler", "criterion") if got[k] is not None}
-    return training.train_test_loop(model, data, device, epochs=got["epochs"], max_lr=got["max_lr"], **extra, **kwargs)
+    objects = {"optimizer": optimizer, "scheduler": scheduler, "criterion": criterion}
+    extra = {k: v for k, v in objects.items() if v is not None}
+    return training.train_test_loop(model, data, _model_device(model, device), epochs=epochs, max_lr=max_lr,
+                                    **extra, **kwargs)
 
 
-def show_accuracy_loss(history, train_acc=None, test_losses=None, test_acc=None, *, title: str | None = None,
-                       save_path=None):
+@course.accepts(course.curves)
+def show_accuracy_loss(history, *, title: str | None = None, save_path=None):
     """Train/test loss and accuracy per epoch (Figure).
 
     ``show_accuracy_loss(history)`` (a History, its dict, or a run directory) or the four lists
@@ -625,35 +318,7 @@ def show_accuracy_loss(history, train_acc=None, test_losses=None, test_acc=None,
     """
     from .utils import visualize as viz
 
-    lists = (history, train_acc, test_losses, test_acc)
-    if any(v is not None for v in lists[1:]):
-        if any(v is None for v in lists):
-            raise TypeError("show_accuracy_loss() takes a History, or the four lists: "
-                            "show_accuracy_loss(train_losses, train_acc, test_losses, test_acc)")
-        history = _history_from_lists(*lists)
     return _displayable(viz.plot_history(_history(history), title=title, save_path=save_path))
-
-
-def _history_from_lists(train_losses, train_acc, test_losses, test_acc) -> dict:
-    def values(name, xs):
-        try:
-            return [float(x.item() if hasattr(x, "item") else x) for x in xs]
-        except (TypeError, ValueError):
-            raise TypeError(f"show_accuracy_loss(): {name} must be a list of numbers, got {_describe(xs)}") from None
-
-    out = {k: values(k, v) for k, v in (("train_losses", train_losses), ("train_acc", train_acc),
-                                        ("test_losses", test_losses), ("test_acc", test_acc))}
-    epochs = len(out["test_losses"]) or len(out["test_acc"])
-    for key in ("train_losses", "train_acc"):
-        xs = out[key]
-        if epochs and len(xs) != epochs:
-            if len(xs) % epochs:
-                raise ValueError(f"show_accuracy_loss(): {key} has {len(xs)} values but the test lists {epochs}; "
-                                 "pass one value per epoch (or per batch, the same number of batches each epoch)")
-            k = len(xs) // epochs
-            out[key] = [float(np.mean(xs[i * k:(i + 1) * k])) for i in range(epochs)]
-    return {"train_loss": out["train_losses"], "train_acc": out["train_acc"], "test_loss": out["test_losses"],
-            "test_acc": out["test_acc"]}
 
 
 def show_lr_schedule(history, *, save_path=None):
@@ -728,14 +393,10 @@ def default_layers(model: nn.Module, count: int = 2) -> list[str]:
     return stages[-count:] if stages else [default_stage(model)]
 
 
-_MISCLF_CALLS = ("plot_misclassified(model, data, device, no_misclf=10)  or  "
-                 "plot_misclassified(model, test_loader, classes, device, no_misclf=20, plot_size=(4, 5))")
-
-
-def plot_misclassified(model: nn.Module, data, *args, no_misclf: int | None = None, plot_size=None,
+@course.accepts(course.misclassified)
+def plot_misclassified(model: nn.Module, data, device=None, *, no_misclf: int | None = None, plot_size=None,
                        grad_CAM: bool = False, layers=None, method: str = "gradcam", target: str = "pred",
-                       ncols: int | None = None, device=None, classes=None, mean=None, std=None, save_path=None,
-                       **kwargs):
+                       ncols: int | None = None, save_path=None):
     """The first ``no_misclf`` (default 10) misclassified test images (true, predicted, confidence) as a Figure.
 
     ``plot_misclassified(model, data, device)`` or ``plot_misclassified(model, test_loader, classes,
@@ -748,17 +409,9 @@ def plot_misclassified(model: nn.Module, data, *args, no_misclf: int | None = No
     """
     from .utils import visualize as viz
 
-    given = {"device": device, "classes": classes, "no_misclf": kwargs.pop("n", no_misclf)}  # aliases
-    grad_CAM = bool(kwargs.pop("gradcam", grad_CAM))
-    if kwargs:
-        raise TypeError(f"plot_misclassified() got unexpected keyword arguments {sorted(kwargs)}")
-    data, args = _test_data(data, args)
-    got = _sort_args("plot_misclassified", args, {"classes": _is_classes, "device": _is_device,
-                                                  "no_misclf": _is_int}, given, _MISCLF_CALLS, first=3)
-    no_misclf = got["no_misclf"]
     if plot_size is not None:
         if (not isinstance(plot_size, (tuple, list)) or len(plot_size) != 2
-                or not all(_is_int(v) and v > 0 for v in plot_size)):
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in plot_size)):
             raise ValueError(f"plot_size is (rows, columns) of the grid, e.g. (4, 5); got {plot_size!r}")
         rows, cols = plot_size
         no_misclf = rows * cols if no_misclf is None else no_misclf
@@ -771,54 +424,43 @@ def plot_misclassified(model: nn.Module, data, *args, no_misclf: int | None = No
         raise ValueError(f"no_misclf must be a positive integer, got {no_misclf!r}")
     if target not in ("pred", "true"):
         raise ValueError(f"target must be 'pred' (explain the prediction) or 'true' (the true class), got {target!r}")
-    device = _model_device(model, got["device"])
-    d = _Data("plot_misclassified", data, got["classes"], mean, std)
-    test = d.loader("test")
-    mean, std = d.stats("test")
+    device = _model_device(model, device)
+    test = data.loader("test")
+    mean, std = data.stats("test")
     if not grad_CAM:
         return _displayable(viz.plot_misclassified(model, test, device, n=no_misclf, ncols=ncols or 5, mean=mean,
-                                                   std=std, classes=d.classes, save_path=save_path))
+                                                   std=std, classes=data.classes, save_path=save_path))
     layers = _check_layers(model, layers if layers is not None else default_layers(model))
     return _displayable(viz.plot_gradcam(model, test, device, stages=layers, n=no_misclf, method=method,
-                                         target=target, mean=mean, std=std, classes=d.classes, ncols=ncols,
+                                         target=target, mean=mean, std=std, classes=data.classes, ncols=ncols,
                                          save_path=save_path))
 
 
-_MODEL_DATA_CALLS = "{f}(model, data, device)  or  {f}(model, test_loader, classes, device)"
-
-
-def _model_data_args(fname, model, data, args, device, classes):
-    calls = _MODEL_DATA_CALLS.format(f=fname)
-    given = {"device": device, "classes": classes}
-    data, args = _test_data(data, args)
-    got = _sort_args(fname, args, {"classes": _is_classes, "device": _is_device}, given, calls, first=3)
-    return _Data(fname, data, got["classes"]), _model_device(model, got["device"])
-
-
-def show_confusion_matrix(model: nn.Module, data, *args, device=None, classes=None, save_path=None):
+@course.accepts(course.model_and_data)
+def show_confusion_matrix(model: nn.Module, data, device=None, *, save_path=None):
     """Confusion matrix over the whole test set, counts and % of each true class (Figure).
 
     ``show_confusion_matrix(model, data, device)`` or ``(model, test_loader, classes, device)``.
     """
     from .utils import visualize as viz
 
-    d, device = _model_data_args("show_confusion_matrix", model, data, args, device, classes)
-    return _displayable(viz.plot_confusion_matrix(model, d.loader("test"), device, classes=d.classes,
-                                                  save_path=save_path))
+    return _displayable(viz.plot_confusion_matrix(model, data.loader("test"), _model_device(model, device),
+                                                  classes=data.classes, save_path=save_path))
 
 
-def show_per_class_accuracy(model: nn.Module, data, *args, device=None, classes=None, save_path=None):
+@course.accepts(course.model_and_data)
+def show_per_class_accuracy(model: nn.Module, data, device=None, *, save_path=None):
     """Test accuracy of each class, with the overall accuracy as a line (Figure); arguments as show_confusion_matrix."""
     from .utils import visualize as viz
 
-    d, device = _model_data_args("show_per_class_accuracy", model, data, args, device, classes)
-    return _displayable(viz.plot_per_class_accuracy(model, d.loader("test"), device, classes=d.classes,
-                                                    save_path=save_path))
+    return _displayable(viz.plot_per_class_accuracy(model, data.loader("test"), _model_device(model, device),
+                                                    classes=data.classes, save_path=save_path))
 
 
+@course.accepts(course.optimizers)
 def compare_optimizers(model: nn.Module, data, device=None, optimizers: Sequence[str] = ("sgd", "adam", "adamw",
-                       "rmsprop", "adagrad"), epochs: int | None = None, *, EPOCHS: int | None = None,
-                       show: bool | None = None, save_path=None, **kwargs) -> dict:
+                       "rmsprop", "adagrad"), epochs: int = 3, *, show: bool | None = None, save_path=None,
+                       **kwargs) -> dict:
     """Train a copy of ``model`` per optimizer from the same initial weights; plot and return the histories.
 
     ``data``: a DataBundle or ``(train_loader, test_loader)``; ``epochs`` (alias ``EPOCHS``, default 3)
@@ -832,13 +474,8 @@ def compare_optimizers(model: nn.Module, data, device=None, optimizers: Sequence
     from .experiments.optimizers import compare_optimizers as compare
     from .utils import visualize as viz
 
-    if _is_device(data) and (_is_bundle(device) or _is_pair(device)):
-        data, device = device, data  # (model, device, data)
-    data = _pair_or_bundle("compare_optimizers", data)
-    epochs = _alias("epochs", epochs, "EPOCHS", EPOCHS)
-    epochs = 3 if epochs is None else epochs
-    histories = compare(model, data, optimizers=optimizers, epochs=epochs,
-                        device=_model_device(model, device), **kwargs)
+    histories = compare(model, data, optimizers=optimizers, epochs=epochs, device=_model_device(model, device),
+                        **kwargs)
     fig = viz.plot_optimizer_comparison(histories, save_path=save_path)
     _show(fig, show)
     if kwargs.get("out_dir") is not None and histories:
@@ -849,6 +486,7 @@ def compare_optimizers(model: nn.Module, data, device=None, optimizers: Sequence
     return histories
 
 
+@course.accepts(course.run_paths)
 def compare_runs(*paths, out=None, baseline: str | None = None, verbose: bool = True) -> Path:
     """Write ``compare.md`` (and its PNGs) for run folders and sweep folders; return its path.
 
@@ -859,14 +497,12 @@ def compare_runs(*paths, out=None, baseline: str | None = None, verbose: bool = 
     """
     from .experiments import compare as write_compare
 
-    if len(paths) == 1 and isinstance(paths[0], (list, tuple)):
-        paths = tuple(paths[0])
     return write_compare(list(paths), out, baseline=baseline, verbose=verbose)
 
 
-def show_adversarial(model: nn.Module, data, *args, epsilon: float = 8 / 255, device=None, classes=None,
-                     attack: str = "fgsm", n: int = 6, layer: str | None = None, method: str = "gradcam",
-                     mean=None, std=None, save_path=None, **attack_kw):
+@course.accepts(course.adversarial)
+def show_adversarial(model: nn.Module, data, device=None, epsilon: float = 8 / 255, *, attack: str = "fgsm",
+                     n: int = 6, layer: str | None = None, method: str = "gradcam", save_path=None, **attack_kw):
     """Clean vs adversarial test images (``attack`` "fgsm"/"pgd", L-inf ``epsilon`` in [0, 1] pixel units).
 
     ``show_adversarial(model, data, device, 8/255)`` or ``(model, test_loader, classes, device)``.
@@ -875,23 +511,15 @@ def show_adversarial(model: nn.Module, data, *args, epsilon: float = 8 / 255, de
     """
     from .utils import visualize as viz
 
-    calls = "show_adversarial(model, data, device, epsilon=8/255)"
-    given = {"device": device, "classes": classes, "epsilon": None}
-    data, args = _test_data(data, args)
-    got = _sort_args("show_adversarial", args, {"device": _is_device, "classes": _is_classes,
-                                                "epsilon": lambda x: _is_float(x) or _is_int(x)}, given, calls,
-                     first=3)
-    epsilon = epsilon if got["epsilon"] is None else got["epsilon"]
     if not epsilon >= 0:
         raise ValueError(f"epsilon must be >= 0 (a pixel budget on [0, 1], e.g. 8/255), got {epsilon}")
-    device = _model_device(model, got["device"])
+    device = _model_device(model, device)
     if layer is not None:
         _check_layers(model, [layer], "layer")
-    d = _Data("show_adversarial", data, got["classes"], mean, std)
-    mean, std = d.stats("test")
-    images, labels = _correct_examples(model, d.loader("test"), device, n)
+    mean, std = data.stats("test")
+    images, labels = _correct_examples(model, data.loader("test"), device, n)
     return _displayable(viz.plot_adversarial(model, images, labels, mean, std, epsilon=epsilon,
-                                             attack=attack, classes=d.classes, stage=layer, method=method, n=n,
+                                             attack=attack, classes=data.classes, stage=layer, method=method, n=n,
                                              save_path=save_path, **attack_kw))
 
 
@@ -921,52 +549,3 @@ def write_report(run_dir, model: nn.Module | None = None, data=None, device=None
 
     return _write(run_dir, model, data, device, **kwargs)
 
-
-# ----------------------------------------------------------------------------------------------
-# the helper names of the course notebooks (aliases live here only)
-
-
-def get_misclassified_data(model: nn.Module, *args, limit: int | None = None, mean=None, std=None):
-    """``get_misclassified_data(model, device, test_loader)``: every misclassified test image, as
-    ``woollylib.utils.metrics.Misclassified`` (``.inputs``, ``.images`` in pixels, ``.true``, ``.pred``)."""
-    from .utils import metrics
-
-    calls = "get_misclassified_data(model, device, test_loader)"
-    loaders = [a for a in args if _is_loader(a) or _is_bundle(a)]
-    got = _sort_args("get_misclassified_data", tuple(None if _is_loader(a) or _is_bundle(a) else a for a in args),
-                     {"device": _is_device}, {"device": None}, calls)
-    if len(loaders) != 1:
-        raise TypeError(f"get_misclassified_data() needs one test loader (or DataBundle); write: {calls}")
-    d = _Data("get_misclassified_data", loaders[0], None, mean, std)
-    mean, std = d.stats("test")
-    return metrics.misclassified(model, d.loader("test"), _model_device(model, got["device"]), mean=mean, std=std,
-                                 limit=limit, classes=d.classes)
-
-
-def display_cifar_data_samples(data_set, number_of_samples: int = 16, classes=None, **kwargs):
-    """The course's name for :func:`show_random_samples` (``(data_set, number_of_samples, classes)``)."""
-    return show_random_samples(data_set, classes, number_of_samples, **kwargs)
-
-
-def visualize_cifar_augmentation(data_set, data_transforms=None, **kwargs):
-    """The course's name for :func:`show_augmentations` (``(data_set, data_transforms)``)."""
-    return show_augmentations(data_set, data_transforms, **kwargs)
-
-
-def get_cifar_statistics(data_set, data_set_type: str = "Train") -> dict:
-    """The course's name for ``woollylib.preloading.channel_stats``: prints and returns mean/std/var/min/max.
-
-    ``data_set``: a DataBundle (its train or test images by ``data_set_type``), an ImageSource, a
-    torchvision dataset (``.data``), a woollylib loader, or images (N, H, W, 3).
-    """
-    from .preloading import channel_stats
-
-    split = "test" if str(data_set_type).lower().startswith("test") else "train"
-    if _is_bundle(data_set):
-        source = getattr(data_set, f"{split}_source")
-    else:
-        from .preloading.walk import datasets_in
-
-        source = next((getattr(d, "source", None) for d in datasets_in(data_set)
-                       if getattr(d, "source", None) is not None), data_set)  # woollylib's loaders/datasets
-    return channel_stats(source, label=str(data_set_type))
