@@ -99,3 +99,18 @@ def test_train_test_loop_writes_metrics_json_through_its_hook(tmp_path):
     hook = RunResults(data())
     Trainer(tiny(), data(), "cpu", epochs=1, lr=0.05, progress=False, verbose=False, hooks=[hook]).fit()
     assert hook.summary is None and hook.seconds > 0  # no run folder: nothing written
+
+
+def test_compare_optimizers_trains_through_fit(tmp_path, capsys):
+    """Each optimizer's run is an ordinary fit(): its folder, lock and stop handling; a diverging one warns."""
+    from woollylib.experiments import compare_optimizers
+
+    train, test = data()
+    with pytest.warns(UserWarning, match=r"sgd: non-finite loss.*stopped after 0 epoch\(s\)"):
+        histories = compare_optimizers(tiny(), train_loader=train, test_loader=test, optimizers=["sgd", "adam"],
+                                       epochs=2, device="cpu",
+                                       lrs={"sgd": 1e12, "adam": 1e-3}, out_dir=tmp_path, verbose=True)
+    assert len(histories["sgd"]) == 0 and len(histories["adam"]) == 2
+    assert "    adam epoch 2/2: train loss" in capsys.readouterr().out
+    run = tmp_path / "optimizer-adam" / "seed-0"
+    assert (run / "last.pt").exists() and not (run / ".woollylib.lock").exists()

@@ -181,6 +181,49 @@ def _add_find_lr_parser(sub) -> None:
     p.set_defaults(func=find_lr)
 
 
+def _add_predict_parser(sub) -> None:
+    from .config import positive_int as _positive_int
+
+    p = sub.add_parser(
+        "predict",
+        help="predict image files or folders with a trained run",
+        description="Class names with probabilities for images (any size and mode PIL reads; folders are "
+                    "searched recursively), prepared as the run's data was. Only the run folder is needed.",
+    )
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--weights", choices=["last", "best"], default="last", help="which checkpoint (default: last)")
+    p.add_argument("--top-k", type=_positive_int, default=3, help="classes per image (default: 3)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass (default: 256)")
+    p.add_argument("--device", help="cpu | cuda | mps (default: cuda > mps > cpu)")
+    p.add_argument("--out", dest="out", help="also write the predictions to a .csv or .json file")
+    p.set_defaults(func=predict)
+
+
+def predict(args: argparse.Namespace) -> int:
+    """``woollylib predict``: a table of predictions; unreadable images are named and skipped (exit 2 at the end)."""
+    from .predict import Predictor, write_predictions
+
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise CLIError(f"--out {args.out}: write predictions to a .csv or a .json file")
+    predictor = Predictor.from_run(args.run_dir, args.weights, args.device)
+    errors: list[str] = []
+    predictions = predictor.predict(args.inputs, top_k=args.top_k, batch_size=args.batch_size, errors=errors)
+    width = max([len(p.source) for p in predictions] + [6])
+    print(f"{'image':<{width}}  class  probability  top {args.top_k}")
+    for pr in predictions:
+        others = ", ".join(f"{c} {q:.1%}" for c, q in pr.top)
+        print(f"{pr.source:<{width}}  {pr.label:<5}  {pr.probability:11.2%}  {others}")
+    if args.out:
+        print(f"wrote {write_predictions(predictions, args.out)}")
+    for e in errors:
+        print(f"woollylib predict: skipped {e}", file=sys.stderr)
+    if not predictions and not errors:
+        raise CLIError("no images found in " + ", ".join(args.inputs) + " (searched for "
+                       "*.png, *.jpg, *.jpeg, *.bmp, *.gif, *.webp, *.tif)")
+    return 2 if errors else 0
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """The ``woollylib`` parser; each sub-command's function is ``args.func``."""
     parser = argparse.ArgumentParser(
@@ -196,6 +239,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     _add_find_lr_parser(sub)
     _add_sweep_parser(sub)
     _add_compare_parser(sub)
+    _add_predict_parser(sub)
     from .report import add_report_arguments
 
     add_report_arguments(sub.add_parser(

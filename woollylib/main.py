@@ -63,6 +63,7 @@ __all__ = [
     "get_misclassified_data",
     "max_lr",
     "plot_misclassified",
+    "predict",
     "select_device",
     "select_model",
     "show_accuracy_loss",
@@ -538,6 +539,17 @@ def _correct_examples(model, test_loader, device, n):
     if not chosen:
         raise ValueError("the test loader yielded no images to attack")
     return torch.stack([x for x, _ in chosen]), torch.stack([y for _, y in chosen]).long()
+
+
+def predict(run_or_model, images, *, weights: str = "last", top_k: int = 3, device=None, classes=None, mean=None,
+            std=None, image_size=(32, 32), errors: list | None = None):
+    """Class names with probabilities for ``images`` (files, folders, a numpy array or a tensor) from a run
+    folder (only the folder: no data set, no download) or a model with ``classes``, ``mean`` and ``std``;
+    a list of ``woollylib.predict.Prediction`` (``.source``, ``.label``, ``.probability``, ``.top``)."""
+    from .predict import predict as run_predict
+
+    return run_predict(run_or_model, images, weights=weights, top_k=top_k, device=device, classes=classes,
+                       mean=mean, std=std, image_size=image_size, errors=errors)
 
 
 def write_report(run_dir, model: nn.Module | None = None, data=None, device=None, **kwargs) -> Path:

@@ -140,6 +140,9 @@ def _split_data(data) -> tuple[Any, Any, dict]:
         for key in ("name", "classes", "mean", "std"):
             if getattr(data, key, None) is not None:
                 info[key] = jsonable(getattr(data, key))
+        source = getattr(data, "train_source", None)
+        if getattr(source, "image_size", None):  # what predict resizes new images to
+            info["image_size"] = [int(v) for v in source.image_size]
         if getattr(data, "val_loader", None) is not None:
             info["val"] = jsonable(getattr(data, "val_info", None) or {"requested": "loader"})
         return data.train_loader, data.test_loader, info

@@ -111,3 +111,12 @@ __all__ = [
     "train_run",
     "verdict",
 ]
+
+
+def __getattr__(name: str):
+    """``compare_optimizers`` on first use (its module imports torch; the rest of the package does not)."""
+    if name == "compare_optimizers":
+        from .optimizers import compare_optimizers
+
+        return compare_optimizers
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

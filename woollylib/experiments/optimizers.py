@@ -143,18 +143,21 @@ def _optimizer_kw(name, weight_decay: float | None, optimizer_kw: Mapping[str, d
 
 
 def _train(trainer, name, epochs: int, verbose: bool) -> None:
-    """Run ``trainer``'s epochs, printing a line per epoch; a NaN/inf loss stops it (warned)."""
+    """``trainer.fit()`` (its lock, checks and stop signals), a line per epoch; a NaN/inf loss stops it (warned)."""
     from ..bp.engine import NonFiniteLossError
+    from ..hooks import Hook
 
-    for epoch in range(1, epochs + 1):
-        try:
-            row = trainer.run_epoch(epoch)
-        except NonFiniteLossError as err:
-            warnings.warn(f"{name}: {err}; stopped after {epoch - 1} epoch(s). Try a "
-                          f"smaller lrs[{name!r}].", stacklevel=3)  # the caller of compare_optimizers
-            break
-        if verbose:
-            train, test = row["train"], row["test"]
+    class Line(Hook):
+        def on_epoch_end(self, trainer, epoch, figures):
+            train, test = figures["train"], figures["test"]
             print(f"{name:>8} epoch {epoch}/{epochs}: train loss {train['loss']:.4f} "
                   f"acc {train['acc']:.2f}% | test loss {test['loss']:.4f} "
                   f"acc {test['acc']:.2f}%")
+
+    if verbose:
+        trainer.hooks.append(Line())
+    try:
+        trainer.fit()
+    except NonFiniteLossError as err:
+        warnings.warn(f"{name}: {err}; stopped after {len(trainer.history)} epoch(s). Try a "
+                      f"smaller lrs[{name!r}].", stacklevel=3)  # the caller of compare_optimizers
