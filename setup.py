@@ -41,9 +41,12 @@ setup(
             "ipykernel>=6.25",
             "psutil>=5.9",
             "tensorboard>=2.12",
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
         ],
         "bench": ["airbench>=0.1.8", "psutil>=5.9"],
         "tensorboard": ["tensorboard>=2.12"],
+        "export": ["onnx>=1.15", "onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["woollylib=woollylib.cli:main"]},
     classifiers=[

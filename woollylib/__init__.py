@@ -7,6 +7,7 @@ device selection. Submodules load on first attribute access::
     woollylib.models.get_model("resnet18")      # imports woollylib.models now
 
     from woollylib import main                  # the notebook API
+    model = woollylib.load_model("model.pt")    # an exported model (woollylib export), ready to .predict()
 """
 
 import importlib
@@ -23,6 +24,7 @@ __all__ = [
     "bp",
     "cli",
     "device",
+    "load_model",
     "main",
     "models",
     "preloading",
@@ -31,10 +33,12 @@ __all__ = [
     "training",
     "utils",
 ]
-_SUBMODULES = frozenset(__all__) - {"__version__"}
+_SUBMODULES = frozenset(__all__) - {"__version__", "load_model"}
 
 
 def __getattr__(name):
+    if name == "load_model":  # woollylib.export.load_model, imported on first use
+        return importlib.import_module(f"{__name__}.export").load_model
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'woollylib' has no attribute {name!r}")

@@ -224,6 +224,33 @@ def predict(args: argparse.Namespace) -> int:
     return 2 if errors else 0
 
 
+def _add_export_parser(sub) -> None:
+    from .export import FORMATS
+
+    p = sub.add_parser(
+        "export",
+        help="export a trained run as ONNX, TorchScript or a self-describing .pt bundle",
+        description="Write the run's model as a portable file, checked against PyTorch on real inputs before it "
+                    "is written (ONNX: pip install 'woollylib[export]').",
+    )
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--format", choices=list(FORMATS), default="pt", help="(default: pt, for woollylib.load_model)")
+    p.add_argument("--out", help="the file to write (default: RUN/model.onnx, RUN/model.torchscript.pt, RUN/model.pt)")
+    p.add_argument("--weights", choices=["last", "best"], default="last", help="which checkpoint (default: last)")
+    p.set_defaults(func=export_command)
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """``woollylib export``: the checked file, or exit 2 with the reason (nothing half-written)."""
+    from .export import ExportCheckError, export
+
+    try:
+        export(args.run_dir, args.format, args.out, weights=args.weights)
+    except (ExportCheckError, ImportError) as exc:
+        raise CLIError(str(exc)) from exc
+    return 0
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """The ``woollylib`` parser; each sub-command's function is ``args.func``."""
     parser = argparse.ArgumentParser(
@@ -240,6 +267,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     _add_sweep_parser(sub)
     _add_compare_parser(sub)
     _add_predict_parser(sub)
+    _add_export_parser(sub)
     from .report import add_report_arguments
 
     add_report_arguments(sub.add_parser(

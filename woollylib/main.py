@@ -59,8 +59,10 @@ __all__ = [
     "compare_runs",
     "display_cifar_data_samples",
     "download_data",
+    "export",
     "get_cifar_statistics",
     "get_misclassified_data",
+    "load_model",
     "max_lr",
     "plot_misclassified",
     "predict",
@@ -550,6 +552,21 @@ def predict(run_or_model, images, *, weights: str = "last", top_k: int = 3, devi
 
     return run_predict(run_or_model, images, weights=weights, top_k=top_k, device=device, classes=classes,
                        mean=mean, std=std, image_size=image_size, errors=errors)
+
+
+def export(run, format: str = "pt", out=None, *, weights: str = "last"):
+    """The run as a portable model file ("onnx" | "torchscript" | "pt"), checked against PyTorch before it is
+    written (``woollylib.export``); the path. ``load_model(path)`` reads a "pt" bundle back."""
+    from .export import export as run_export
+
+    return run_export(run, format, out, weights=weights)
+
+
+def load_model(path, device=None):
+    """A model exported as a "pt" bundle, ready to ``.predict(images)`` (``woollylib.export.load_model``)."""
+    from .export import load_model as load
+
+    return load(path, device)
 
 
 def write_report(run_dir, model: nn.Module | None = None, data=None, device=None, **kwargs) -> Path:
