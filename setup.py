@@ -43,6 +43,7 @@ setup(
             "tensorboard>=2.12",
             "onnx>=1.15",
             "onnxruntime>=1.17",
+            "statsmodels>=0.14",
         ],
         "bench": ["airbench>=0.1.8", "psutil>=5.9"],
         "tensorboard": ["tensorboard>=2.12"],

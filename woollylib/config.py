@@ -197,8 +197,11 @@ class DataConfig:
 @dataclass
 class RunConfig:
     out_dir: str | None = setting(None, "run directory (default: runs/<dataset>-<model>)", flag="--out")
-    seed: int | None = setting(None, "seed of Python/NumPy/torch at the start of a fresh run (weights, "
-                                     "shuffling, augmentation); None = leave the RNGs as they are", parse=int,
+    seed: int | None = setting(None, "seed of Python/NumPy/torch at the start of a fresh run: shuffling, "
+                                     "augmentation, RICAP draws, dropout, and the initial weights where woollylib "
+                                     "builds the model (woollylib train, sweeps, Recipe); a model passed to Trainer or "
+                                     "train_test_loop keeps the weights it has (build it seeded: "
+                                     "main.select_model(..., seed=0)); None = leave the RNGs as they are", parse=int,
                                cli_default=0)
     resume: bool = setting(False, "continue the run in --out from last.pt", cli="switch")
     overwrite: bool = setting(False, "replace the run already in --out", cli="switch")

@@ -139,6 +139,17 @@ def check_sync_bn(sync_bn: bool, device: torch.device, world_size: int) -> None:
                                "drop --sync-bn (each process then keeps its own BatchNorm statistics)")
 
 
+def batchnorm_note(model, sync_bn: bool, world_size: int) -> str | None:
+    """The note a run with BatchNorm under DDP gets (None without either): each process normalises with the
+    statistics of its own share of the batch, so N processes do not train what 1 process does."""
+    if world_size < 2 or sync_bn or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return None
+    return (f"note: BatchNorm under DDP: each of the {world_size} processes normalises with the statistics of its "
+            f"own 1/{world_size} of every batch, so this run does not equal a 1-process run at the same global batch "
+            "(and its results differ with the process count); --sync-bn (SyncBatchNorm, CUDA) shares the statistics, "
+            "--model-opt norm=gn (GroupNorm, anywhere) needs none")
+
+
 class Dist:
     """This process's place in the job; every method is a no-op (or the identity) on one process."""
 

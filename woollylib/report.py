@@ -133,8 +133,8 @@ def _results_rows(history, config, metrics_json, model_name) -> list[tuple[str, 
     if n:
         rows.append(("protocol", "validation split: best.pt, the plateau schedule and early stopping watch the "
                                  "validation set, never the test set" if history.has_val else
-                                 "test-only (no validation split): nothing is chosen on the test set; the headline "
-                                 "is the final epoch"))
+                                 "test-only (no validation split): the headline is the final epoch; best.pt is the "
+                                 "peak test epoch, chosen on the test set (optimistic: not a model selection)"))
         rows.append(("final test accuracy", f"{history.test_acc[-1]:.2f} % (epoch {n})"))
         if history.has_val:
             chosen = history.val_chosen_epoch
@@ -320,6 +320,8 @@ class _Report:
         if model is None:
             try:
                 model, rebuilt, self.weights_label = rebuild(self.run.path, device, weights, data_root)
+                if weights == "best" and not self.history.has_val:
+                    self.weights_label += ", chosen on the test set: these test-set figures are optimistic"
                 data = data if data is not None else rebuilt
             except _EXPECTED as exc:
                 self.skipped.append(f"model figures (confusion matrix, misclassified, Grad-CAM): cannot rebuild the "

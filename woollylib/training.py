@@ -36,6 +36,7 @@ from torch import nn
 
 from . import resume
 from .config import Settings
+from .distributed import batchnorm_note
 from .hooks import EarlyStopping, default_hooks
 from .run import (
     BEST,
@@ -432,6 +433,9 @@ class Trainer:
         self.amp = self.precision.mode
         self.channels_last = resolve_channels_last(self.device, s.engine.channels_last, model)
         self.model = unwrap_model(model).to(self.device)  # the plain module: checkpoints hold its weights
+        note = batchnorm_note(self.model, s.engine.sync_bn, self.dist.world_size)
+        if note and self.verbose:
+            print(note)
         if s.engine.sync_bn and self.dist.active:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same keys as BatchNorm
         if self.channels_last:

@@ -85,8 +85,12 @@ def read_run(path, name: str | None = None) -> dict:
     view["model"] = model.get("name") or model.get("cls")
     for k, v in (model.get("options") or {}).items():
         view[MODEL_OPT + k] = v
-    dataset = (config.get("data") or {}).get("name") or settings.data.dataset
+    data = config.get("data") or {}
+    dataset = data.get("name") or settings.data.dataset
+    if settings.data.dataset == "folder":  # a folder data set is its folder: two folders are two data sets
+        dataset = f"folder {os.path.normpath(str(settings.data.data_dir))}"
     view["dataset"] = dataset
+    view["classes"] = tuple(data.get("classes") or ())
     test_acc, train_loss = curves.get("test_acc") or [], curves.get("train_loss") or []
     final = metrics.get("final_test_acc", test_acc[-1] if test_acc else None)
     seconds = metrics.get("train_time_s", sum(curves.get("epoch_time") or []) or None)
@@ -100,6 +104,7 @@ def read_run(path, name: str | None = None) -> dict:
         "train_time_s": seconds,
         "epochs": len(test_acc),
         "per_class_accuracy": metrics.get("per_class_accuracy"),
+        "test_images": int(sum(map(sum, metrics["confusion_matrix"]))) if metrics.get("confusion_matrix") else None,
     }
 
 
@@ -136,7 +141,11 @@ def collect(paths) -> tuple[list[dict], list[str]]:
                     found.append((d, p.name if label == "." else label))
         if not found:
             raise SweepError(f"{p} holds no run folder (history.json + config.json) and no {SWEEP_FILE}")
-        records += [read_run(d, name) for d, name in found]
+        for d, name in found:
+            if any(Path(r["path"]).resolve() == d.resolve() for r in records):
+                notes.append(f"{d} was listed twice; counted once")
+                continue
+            records.append(read_run(d, name))
     return records, notes
 
 
@@ -144,32 +153,96 @@ def collect(paths) -> tuple[list[dict], list[str]]:
 # configurations and their differences
 
 
+def identity(record: dict) -> str:
+    """What makes runs one configuration: every setting that defines the run (model spec, data set with its
+    folder and classes, split, options), never the folder's name."""
+    import json
+
+    return json.dumps(record["view"], sort_keys=True, default=str)
+
+
 def _groups(records) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
+    """Runs pooled by configuration (``identity``), named by their folders; two configurations that
+    share a folder name get the parent folder added; a seed twice in one configuration is refused."""
+    by_id: dict[str, list[dict]] = {}
     for r in records:
-        out.setdefault(r["name"], []).append(r)
+        by_id.setdefault(identity(r), []).append(r)
+    names: dict[str, list[str]] = {}
+    for key, runs in by_id.items():
+        names.setdefault(runs[0]["name"], []).append(key)
+    out: dict[str, list[dict]] = {}
+    for key, runs in by_id.items():
+        name = runs[0]["name"]
+        if len(names[name]) > 1:  # the same folder name for different settings
+            parent = Path(runs[0]["path"]).parent
+            parent = parent.parent if _is_seed_dir(Path(runs[0]["path"])) else parent
+            name = f"{name} ({parent.name or parent})"
+            if name in out:
+                name = f"{name} #{names[runs[0]['name']].index(key) + 1}"
+        seen: dict = {}
+        for r in runs:
+            if r["seed"] in seen:
+                raise SweepError(f"seed {r['seed']} appears twice in configuration {name!r}: {seen[r['seed']]} and "
+                                 f"{r['path']} (same settings); compare one of them, or give the runs different seeds")
+            seen[r["seed"]] = r["path"]
+        out[name] = runs
     return out
 
 
+MIN_SEEDS, FEW_SEEDS = 3, 5  # no interval nor verdict below MIN_SEEDS runs; "few seeds" below FEW_SEEDS
+
+
 def paired_difference(base: list[dict], other: list[dict], key: str) -> dict:
-    """``other - base`` over the seeds both have: aggregate of the differences, the paired seeds, and
-    the seeds of each side that have no partner."""
+    """``other - base`` over the seeds both have: aggregate of the differences, the paired t test's
+    two-sided ``p`` (None when it is undefined: n < 2 or no spread), the paired seeds, and the seeds of each
+    side that have no partner."""
     a = {r["seed"]: r[key] for r in base if r.get(key) is not None}
     b = {r["seed"]: r[key] for r in other if r.get(key) is not None}
     common = sorted(set(a) & set(b), key=lambda s: (s is None, s))
     stats = aggregate([b[s] - a[s] for s in common])
-    return {**stats, "seeds": common, "only_baseline": sorted(set(a) - set(b), key=str),
+    p = None
+    if stats["n"] >= 2 and stats["std"]:  # scipy: a dependency of scikit-learn, which woollylib requires
+        from scipy import stats as sp
+
+        t = stats["mean"] / (stats["std"] / math.sqrt(stats["n"]))
+        p = float(2 * sp.t.sf(abs(t), stats["n"] - 1))
+    return {**stats, "p": p, "seeds": common, "only_baseline": sorted(set(a) - set(b), key=str),
             "only_other": sorted(set(b) - set(a), key=str)}
 
 
-def verdict(name: str, baseline: str, diff: dict, unit: str = "points") -> str:
-    """Plain words for a paired difference: better/worse only when the 95% interval excludes 0."""
+def holm(pvalues: dict) -> dict:
+    """Holm-Bonferroni adjusted p-values (``{name: p}``, None left out) for several comparisons with one
+    baseline: the k-th smallest p times (m - k + 1), made monotone, capped at 1."""
+    named = sorted(((p, k) for k, p in pvalues.items() if p is not None))
+    m, out, running = len(named), {}, 0.0
+    for i, (p, k) in enumerate(named):
+        running = max(running, min(1.0, (m - i) * p))
+        out[k] = running
+    return {k: out.get(k) for k in pvalues}
+
+
+def verdict(name: str, baseline: str, diff: dict, unit: str = "points", p_adjusted: float | None = None) -> str:
+    """Plain words for a paired difference: better/worse only with ``MIN_SEEDS`` or more paired seeds, a
+    95% interval that excludes 0 and (when several configurations face one baseline) a Holm-adjusted
+    p below 0.05; no verdict when every seed differs by the same amount (a zero-width interval)."""
     n = diff["n"]
-    if n < 2:
-        return f"cannot tell: {n} paired seed{'s' if n != 1 else ''} (needs 2 or more)"
+    if n < MIN_SEEDS:
+        return f"cannot tell: {n} paired seed{'s' if n != 1 else ''} (needs {MIN_SEEDS} or more)"
+    few = " (few seeds)" if n < FEW_SEEDS else ""
+    if not diff["std"] or diff["std"] <= 1e-9 * max(1.0, abs(diff["mean"])):
+        return (f"no verdict: every paired seed differs by exactly {diff['mean']:+.2f} {unit} (a zero-width "
+                f"interval says nothing: the seeds did not vary the outcome; add seeds or compare per image)")
     lo, hi = diff["ci95"]
-    if lo > 0 or hi < 0:
+    holm_text = f", Holm p={p_adjusted:.3g}" if p_adjusted is not None else ""
+    if (lo > 0 or hi < 0) and (p_adjusted is None or p_adjusted < 0.05):
         word = "better" if diff["mean"] > 0 else "worse"
         return (f"{name} is {word} than {baseline} by {abs(diff['mean']):.2f} {unit} "
-                f"(95% CI {lo:+.2f} to {hi:+.2f}, n={n})")
-    return f"no detectable difference at n={n} (95% CI {lo:+.2f} to {hi:+.2f})"
+                f"(95% CI {lo:+.2f} to {hi:+.2f}, n={n}{holm_text}){few}")
+    return f"no detectable difference at n={n} (95% CI {lo:+.2f} to {hi:+.2f}{holm_text}){few}"
+
+
+def binomial_halfwidth(acc_percent: float, n_images: int) -> float:
+    """Half-width (points) of the 95% Wilson interval of one run's accuracy on ``n_images`` test images:
+    the test set's own sampling noise, which seeds do not show."""
+    z, p, n = 1.959964, acc_percent / 100.0, n_images
+    return 100.0 * z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

@@ -8,7 +8,16 @@ import os
 import re
 from pathlib import Path
 
-from .aggregation import _groups, aggregate, collect, paired_difference, verdict
+from .aggregation import (
+    MIN_SEEDS,
+    _groups,
+    aggregate,
+    binomial_halfwidth,
+    collect,
+    holm,
+    paired_difference,
+    verdict,
+)
 from .spec import SweepError
 
 # files of a comparison folder
@@ -25,6 +34,14 @@ def _pm(stats: dict, digits: int = 2) -> str:
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f} (n={stats['n']})"
 
 
+def _noise(runs: list[dict], acc: dict) -> str:
+    sizes = {r.get("test_images") for r in runs}
+    if acc["mean"] is None or len(sizes) != 1 or None in sizes:
+        return "-"
+    n = sizes.pop()
+    return f"{binomial_halfwidth(acc['mean'], n):.2f} ({n} images)"
+
+
 def _fmt_setting(v) -> str:
     if isinstance(v, bool) or v is None:
         return {True: "on", False: "off", None: "none"}[v]
@@ -38,7 +55,8 @@ def _fmt_setting(v) -> str:
 def _differing(groups: dict[str, list[dict]]) -> list[str]:
     views = [g[0]["view"] for g in groups.values()]
     keys = sorted({k for v in views for k in v})
-    return [k for k in keys if len({json.dumps(v.get(k), sort_keys=True, default=str) for v in views}) > 1]
+    return [k for k in keys if len({json.dumps(v.get(k), sort_keys=True, default=str) for v in views}) > 1
+            and (k != "classes" or "dataset" not in keys)]
 
 
 def _band_plot(groups: dict[str, list[dict]], title: str):
@@ -134,25 +152,32 @@ def _section(groups, baseline, tag: str, out: Path, lines: list[str], verbose_na
         else:
             lines.append("The configurations have the same settings (they differ only in their folders).")
         lines.append("")
-    same = {k: v for k, v in groups[names[0]][0]["view"].items() if k not in differ}
+    same = {k: v for k, v in groups[names[0]][0]["view"].items() if k not in differ and k != "classes"}
     lines += ["Common settings: " + ", ".join(f"{k}={_fmt_setting(v)}" for k, v in sorted(same.items())), ""]
     has_val = any(r["val_chosen_test_acc"] is not None for runs in groups.values() for r in runs)
     key = "val_chosen_test_acc" if has_val and all(r["val_chosen_test_acc"] is not None
                                                    for runs in groups.values() for r in runs) else "final_test_acc"
     head = ["configuration", "final test acc (%)"] + (["val-chosen test acc (%)"] if has_val else [])
-    head += [f"Δ vs {baseline} (points)", "verdict", "final train loss", "training time (s)"]
+    head += ["95% CI of the mean", "min-max", "test-set noise (±)", f"Δ vs {baseline} (points)", "verdict",
+             "final train loss", "training time (s)"]
     lines += ["### Results", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     notes = []
+    diffs = {name: paired_difference(groups[baseline], runs, key) for name, runs in groups.items() if name != baseline}
+    adjusted = holm({n: d["p"] for n, d in diffs.items()}) if len(diffs) > 1 else {}
     for name, runs in groups.items():
-        row = [name + (" (baseline)" if name == baseline else ""), _pm(aggregate(r["final_test_acc"] for r in runs))]
+        acc = aggregate(r["final_test_acc"] for r in runs)
+        row = [name + (" (baseline)" if name == baseline else ""), _pm(acc)]
         if has_val:
             row.append(_pm(aggregate(r["val_chosen_test_acc"] for r in runs)))
+        row += [f"[{acc['ci95'][0]:.2f}, {acc['ci95'][1]:.2f}]" if acc["n"] >= MIN_SEEDS else f"- (n < {MIN_SEEDS})",
+                f"{acc['min']:.2f}-{acc['max']:.2f}" if acc["n"] else "-", _noise(runs, acc)]
         if name == baseline:
             row += ["-", "-"]
         else:
-            diff = paired_difference(groups[baseline], runs, key)
-            row += [f"{diff['mean']:+.2f}" + (f" [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]" if diff["ci95"]
-                                               else "") if diff["n"] else "-", verdict(name, baseline, diff)]
+            diff = diffs[name]
+            ci = f" [{diff['ci95'][0]:+.2f}, {diff['ci95'][1]:+.2f}]" if diff["n"] >= MIN_SEEDS and diff["std"] else ""
+            row += [f"{diff['mean']:+.2f}{ci}" if diff["n"] else "-", verdict(name, baseline, diff,
+                                                                            p_adjusted=adjusted.get(name))]
             if diff["only_baseline"] or diff["only_other"]:
                 notes.append(f"- {name}: paired seeds ({', '.join(map(str, diff['seeds']))}); "
                              + "; ".join(x for x in (
@@ -163,8 +188,16 @@ def _section(groups, baseline, tag: str, out: Path, lines: list[str], verbose_na
         row += [_pm(aggregate(r["final_train_loss"] for r in runs), 4), _pm(aggregate(r["train_time_s"] for r in runs), 1)]
         lines.append("| " + " | ".join(row) + " |")
     what = "test accuracy at the validation-chosen epoch" if key == "val_chosen_test_acc" else "final test accuracy"
-    lines += ["", (f"Mean ± sample std (n runs). Δ: {what} minus the baseline's, paired by seed, with its 95% "
-                   "Student t interval; a verdict names a winner only when that interval excludes 0."), ""]
+    lines += ["", (f"Mean ± sample std (n runs), the 95% Student t interval of the mean (from {MIN_SEEDS} runs) and "
+                   "the range. Test-set noise: the half-width of one run's 95% Wilson interval on this many test images "
+                   f"(seeds do not show it). Δ: {what} minus the baseline's, paired by seed, with its 95% Student t "
+                   f"interval; a verdict names a winner only with {MIN_SEEDS}+ paired seeds, when that interval excludes 0"
+                   + (" and the Holm-adjusted p (several configurations against one baseline) is below 0.05"
+                      if len(diffs) > 1 else "") + "; 'few seeds' below 5."), ""]
+    if any(r["view"].get("label_smoothing") for runs in groups.values() for r in runs) and \
+            any(not r["view"].get("label_smoothing") for runs in groups.values() for r in runs):
+        lines += [("The final train loss is label-smoothed cross-entropy for some configurations and plain "
+                   "cross-entropy for others: those losses are not comparable."), ""]
     if notes:
         lines += ["Unmatched seeds:", ""] + notes + [""]
     curves = CURVES_PNG.format(tag)

@@ -67,6 +67,8 @@ def _unknown(name: str, what: str = "option") -> SweepError:
 
 def _kind(f) -> str:
     ann = str(f.type)
+    if re.search(r"\bint\b", ann) and re.search(r"\bfloat\b", ann):
+        return "number"  # val_split: a fraction (0.1) or a count (5000)
     for kind in ("bool", "int", "float", "dict", "str"):
         if re.search(rf"\b{kind}\b", ann):
             return kind
@@ -101,7 +103,7 @@ def parse_value(name: str, value):
     f = known[name]
     kind, optional = _kind(f), "None" in str(f.type)
     choices = f.metadata.get("choices")
-    expect = {"bool": "on/off", "int": "an integer", "float": "a number", "dict": "a JSON object",
+    expect = {"bool": "on/off", "int": "an integer", "float": "a number", "number": "a number", "dict": "a JSON object",
               "str": "text"}[kind] + (" or none" if optional else "") + (f" (one of {', '.join(choices)})"
                                                                          if choices else "")
     bad = SweepTypeError(f"option {name}: expected {expect}, got {value!r} ({f.metadata.get('help', '')})")
@@ -122,6 +124,8 @@ def parse_value(name: str, value):
                 value = float(text)
                 if not math.isfinite(value):
                     raise bad
+            elif kind == "number":
+                value = int(text) if text.isdigit() else float(text)
             elif kind == "dict":
                 value = json.loads(text)
             else:
@@ -131,12 +135,21 @@ def parse_value(name: str, value):
     ok = {"bool": lambda v: isinstance(v, bool),
           "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
           "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
           "dict": lambda v: isinstance(v, dict),
           "str": lambda v: isinstance(v, (str, bool))}[kind]
     if not ok(value):
         raise bad
     if kind == "float":
         value = float(value)
+    parse = f.metadata.get("parse")
+    if kind == "number" and parse is not None:  # the CLI's own check (e.g. a split fraction in (0, 1))
+        import argparse
+
+        try:
+            value = parse(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise SweepTypeError(f"option {name}: {exc}") from None
     if choices and str({True: "on", False: "off"}.get(value, value)) not in choices:
         raise bad
     return value
