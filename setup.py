@@ -41,7 +41,11 @@ setup(
             "ipykernel>=6.25",
             "psutil>=5.9",
             "tensorboard>=2.12",
+            "gradio>=6.0",
+            "gradio_client>=2.0",
+            "selenium>=4.20",
         ],
+        "app": ["gradio>=6.0"],  # 6.x API: api_visibility, launch(theme=, css=)
         "bench": ["airbench>=0.1.8", "psutil>=5.9"],
         "tensorboard": ["tensorboard>=2.12"],
     },
