@@ -44,7 +44,11 @@ setup(
             "onnx>=1.15",
             "onnxruntime>=1.17",
             "statsmodels>=0.14",
+            "gradio>=6.0",
+            "gradio_client>=2.0",
+            "selenium>=4.20",
         ],
+        "app": ["gradio>=6.0"],  # 6.x API: api_visibility, launch(theme=, css=)
         "bench": ["airbench>=0.1.8", "psutil>=5.9"],
         "tensorboard": ["tensorboard>=2.12"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],

@@ -30,7 +30,7 @@ LAYERS = (
     ("woollylib.utils",),                                           # 6 explain, metrics, figures
     ("woollylib.recipe",),                                          # 6b a run's recipe: build, train, rebuild
     ("woollylib.report", "woollylib.experiments", "woollylib.main", "woollylib.course", "woollylib.cli",
-     "woollylib.predict", "woollylib.export", "woollylib.__main__",                     # 7 user surfaces (course: main's call shapes),
+     "woollylib.predict", "woollylib.export", "woollylib.app", "woollylib.__main__",  # 7 user surfaces
      "woollylib.utils.compare"),                                    #   sweeps; old path of experiments.optimizers
 )
 

@@ -6,6 +6,7 @@
     woollylib find-lr --dataset cifar10 --model resnet18   # LR range test alone, prints the suggestion
     woollylib sweep --dataset digits --model compact --axis augment=cifar,none --seeds 0,1,2 --out runs/aug
     woollylib compare runs/aug                            # runs/aug/compare.md: means, spreads, verdicts
+    woollylib app runs/digits --port 7860                 # a Gradio demo page of a trained run
 
 ``train`` writes into ``--out``: ``last.pt``, ``best.pt``, ``history.json``, ``config.json`` (after
 every epoch) and ``metrics.json`` (test accuracy, per-class accuracy, confusion matrix) at the end.
@@ -29,7 +30,7 @@ from pathlib import Path
 from .config import DEFAULT_MODEL
 from .errors import ConfigError, NonFiniteLossError, WoollylibError
 
-__all__ = ["DEFAULT_MODEL", "compare", "find_lr", "get_args_parser", "main", "sweep", "train", "train_defaults"]
+__all__ = ["DEFAULT_MODEL", "app", "compare", "find_lr", "get_args_parser", "main", "sweep", "train", "train_defaults"]
 
 # Defaults of `train`: the settings' own (woollylib.config) plus the model and device.
 # Options that may differ when resuming (they do not change the run's results).
@@ -251,6 +252,46 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_app_parser(sub) -> None:
+    p = sub.add_parser(
+        "app",
+        help="serve a Gradio demo of a trained run (upload, top-k, Grad-CAM, misclassified gallery)",
+        description="A web page for a trained run: upload an image or pick a test-set example, see the top-k "
+                    "classes, toggle Grad-CAM (stage, method, opacity), browse misclassified test images and the "
+                    "run's metrics. --space DIR writes a folder for a hosted Space instead (python DIR/app.py). "
+                    "Needs the extra: pip install 'woollylib[app]'.",
+    )
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--port", type=int, default=7860, help="TCP port (default: 7860)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    p.add_argument("--weights", choices=["last", "best"], default=None,
+                   help="which checkpoint (default: best when the run has best.pt, else last)")
+    p.add_argument("--device", help="cpu | cuda | mps (default: cuda > mps > cpu)")
+    p.add_argument("--examples", type=int, default=10, help="test-set examples on the page, at most 10 (default: 10)")
+    p.add_argument("--misclassified", type=int, default=12, help="images in the gallery (default: 12)")
+    p.add_argument("--space", metavar="DIR", help="write a ready Space folder (app.py, requirements.txt, model, "
+                                                  "examples) to DIR instead of serving")
+    p.set_defaults(func=app)
+
+
+def app(args: argparse.Namespace) -> int:
+    """``woollylib app``: serve the demo page, or write a Space folder with ``--space``."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise CLIError("the demo app needs gradio: pip install 'woollylib[app]'") from None
+    from .app import launch_app, write_space
+
+    if args.space:
+        out = write_space(args.run_dir, args.space, args.weights, args.device, args.examples, args.misclassified)
+        print(f"wrote {out}: run it with  cd {out} && pip install -r requirements.txt && python app.py")
+        return 0
+    launch_app(args.run_dir, port=args.port, share=args.share, host=args.host, weights=args.weights,
+               device=args.device, n_examples=args.examples, n_misclassified=args.misclassified)
+    return 0
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """The ``woollylib`` parser; each sub-command's function is ``args.func``."""
     parser = argparse.ArgumentParser(
@@ -268,6 +309,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     _add_compare_parser(sub)
     _add_predict_parser(sub)
     _add_export_parser(sub)
+    _add_app_parser(sub)
     from .report import add_report_arguments
 
     add_report_arguments(sub.add_parser(

@@ -18,6 +18,7 @@ Usage (Colab: ``pip install woollylib``; runs on CUDA when there is one)::
     main.compare_runs("runs/ablation")                   # compare.md of a sweep (woollylib compare)
     main.show_adversarial(model, data, device, epsilon=8 / 255)
     main.write_report("runs/r9", model, data, device)      # runs/r9/report.md + PNGs
+    main.app("runs/r9")                                   # a Gradio demo page of the run (port=7860)
 
 Every figure is pyplot's current figure when it is returned (``plt.savefig``/``plt.show()`` act on
 it) and is displayed exactly once in a notebook: as the cell's value, after ``plt.show()``, or in a
@@ -55,6 +56,7 @@ from .device import evaluating, model_device, select_device
 
 __all__ = [
     "DEFAULT_MODEL",
+    "app",
     "compare_optimizers",
     "compare_runs",
     "display_cifar_data_samples",
@@ -567,6 +569,20 @@ def load_model(path, device=None):
     from .export import load_model as load
 
     return load(path, device)
+
+
+def app(run, *, port: int = 7860, share: bool = False, host: str = "127.0.0.1", weights: str | None = None,
+        device=None, n_examples: int = 10, n_misclassified: int = 12, block: bool = True, space=None):
+    """Serve the Gradio demo page of the run folder ``run`` (upload, top-k, Grad-CAM, misclassified gallery,
+    metrics) on ``host:port``; ``block=False`` returns the running gr.Blocks (``.close()`` stops it).
+    ``space=DIR`` writes a folder for a hosted Space instead and returns its path. ``weights``: "best" |
+    "last" (default best.pt when the run has it). Needs ``pip install 'woollylib[app]'``."""
+    from .app import launch_app, write_space
+
+    if space is not None:
+        return write_space(run, space, weights, device, n_examples, n_misclassified)
+    return launch_app(run, port=port, share=share, host=host, weights=weights, device=device, n_examples=n_examples,
+                      n_misclassified=n_misclassified, block=block)
 
 
 def write_report(run_dir, model: nn.Module | None = None, data=None, device=None, **kwargs) -> Path:
