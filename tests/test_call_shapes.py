@@ -338,3 +338,53 @@ def test_minimum_rule_on_a_curve_without_descent_warns_and_reads_the_valley():
     with pytest.warns(UserWarning, match="never fell below its value at the start"):
         got = suggest_lr(lrs, rising, "minimum", skip_start=0, skip_end=0)
     assert got == suggest_lr(lrs, rising, "valley", skip_start=0, skip_end=0)
+
+
+def test_the_course_keywords_and_defaults_of_train_test_loop(capsys):
+    """The course's own cell: ``train_test_loop(model, device, train_loader, test_loader, max_LR,
+    lr_scheduler='OneCycle')`` with its default of 20 epochs when none is given."""
+    from woollylib import course, main
+
+    from woollylib.preloading import get_data, load_digits
+
+    # 128 training images, batches of 64: the 20 epochs stay quick
+    data = get_data((load_digits(True).subset(range(128)), load_digits(False).subset(range(64))), batch_size=64,
+                    seed=0, verbose=False, augment="none", num_workers=0)
+    train_loader, test_loader = data.train_loader, data.test_loader
+    model = main.select_model("compact", "cpu", data=data, seed=0, summary=False)
+    history = main.train_test_loop(model, torch.device("cpu"), train_loader, test_loader, 0.05,
+                                   lr_scheduler="OneCycle", progress=False, verbose=False)
+    assert len(history) == course.COURSE_EPOCHS == 20 and "course's default of 20" in capsys.readouterr().out
+    assert max(history.lr) == pytest.approx(0.05)  # the one-cycle peak
+    h = main.train_test_loop(model, torch.device("cpu"), train_loader, test_loader, 0.05, 1,
+                             lr_scheduler="ReduceLROnPlateau", progress=False, verbose=False)
+    assert len(h) == 1 and h.lr[0] == pytest.approx(0.05)  # plateau: constant within the epoch
+    with pytest.raises(ValueError, match="lr_scheduler='Cosine'.*'OneCycle'"):
+        main.train_test_loop(model, torch.device("cpu"), train_loader, test_loader, 0.05, 1, lr_scheduler="Cosine")
+    with pytest.raises(TypeError, match="needs the number of epochs"):  # the canonical shape has no default
+        main.train_test_loop(model, data, "cpu", max_lr=0.05)
+
+
+def test_the_course_helpers_select_cuda_dataloader_args_and_aliases(tmp_path):
+    from woollylib import main
+
+    assert main.select_cuda(verbose=False) == main.select_device(verbose=False)
+    data = main.download_data("digits", dataloader_args=dict(shuffle=True, batch_size=32, num_workers=0,
+                                                              pin_memory=True), verbose=False)
+    assert next(iter(data.train_loader))[0].shape[0] == 32
+    with pytest.raises(TypeError, match="dataloader_args has \\['drop_last'\\]"):
+        main.download_data("digits", dataloader_args={"drop_last": True}, verbose=False)
+    model = main.select_model("compact", "cpu", data=data, seed=0, summary=False)
+    fig = main.visualize_confusion_matrix(model, data, "cpu", save_path=tmp_path / "cm.png")
+    assert fig.axes and (tmp_path / "cm.png").stat().st_size > 1000
+    fig = main.display_cifar_misclassified_data(model, data, "cpu", no_misclf=4)
+    assert len([ax for ax in fig.axes if ax.images]) == 4
+
+
+def test_ricap_without_a_value_is_the_papers_beta():
+    from woollylib.cli import get_args_parser
+
+    parser = get_args_parser()
+    assert parser.parse_args(["train", "--ricap"]).ricap_beta == 0.3
+    assert parser.parse_args(["train", "--ricap", "0.5", "--epochs", "2"]).ricap_beta == 0.5
+    assert parser.parse_args(["train", "--epochs", "2"]).ricap_beta is None

@@ -178,7 +178,9 @@ def _gallery_from(model, data, device, n: int, folder: Path) -> list[tuple[str, 
 
 def _weights_of(run, weights: str | None) -> str:
     if weights is None:
-        return "best" if run.has("best.pt") else "last"
+        from .run import BEST
+
+        return "best" if run.has(BEST) else "last"
     if weights not in ("last", "best"):
         raise ValueError(f"weights must be 'last' or 'best', got {weights!r}")
     return weights

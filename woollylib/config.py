@@ -145,8 +145,9 @@ class EngineConfig:
                        choices=["auto", "off", "on", "bf16", "fp16"])
     channels_last: Any = setting("auto", "NHWC memory format: auto | on | off (auto = on for CUDA and CPU, off "  # noqa: RUF009
                                          "for MPS)", choices=["auto", "on", "off"])
-    ricap_beta: float | None = setting(None, "RICAP with Beta(BETA, BETA) patch sizes (paper: 0.3; off when "
-                                             "not given)", flag="--ricap", parse=positive_float)
+    ricap_beta: float | None = setting(None, "RICAP with Beta(BETA, BETA) patch sizes (--ricap alone: the paper's "
+                                             "0.3; off when not given)", flag="--ricap", parse=positive_float,
+                                       cli="optional", const=0.3)
     label_smoothing: float = setting(0.0, "torch's label smoothing, in [0, 1)", parse=nonneg_float)
     l1: float = setting(0.0, "coefficient of the L1 penalty sum |w| added to the loss", cli="none")
     grad_clip: float | None = setting(None, "clip the gradients' global L2 norm to this value",

@@ -385,9 +385,30 @@ _TRAIN_CALLS = ("train_test_loop(model, data, device, max_lr=0.05, epochs=24)  o
                 "train_test_loop(model, device, train_loader, test_loader, 0.05, epochs=24)")
 
 
+COURSE_EPOCHS = 20  # the course's train_test_loop default, for its own call shape (loaders after the device)
+_SCHEDULER_NAMES = {"onecycle": "onecycle", "onecyclelr": "onecycle", "one_cycle": "onecycle",
+                    "reducelronplateau": "plateau", "plateau": "plateau", "none": "none"}
+
+
+def _scheduler_name(value):
+    """The course's ``lr_scheduler='OneCycle'`` / ``'ReduceLROnPlateau'`` as woollylib's scheduler names."""
+    if not isinstance(value, str):
+        return value
+    key = value.strip().lower()
+    if key not in _SCHEDULER_NAMES:
+        raise ValueError(f"lr_scheduler={value!r}: use 'OneCycle', 'ReduceLROnPlateau' or None (woollylib's "
+                         "scheduler='onecycle' | 'plateau' | 'none')")
+    return _SCHEDULER_NAMES[key]
+
+
 def training(fn, model, *args, epochs=None, max_lr=None, EPOCHS=None, device=None, optimizer=None,
-             scheduler=None, criterion=None, **kwargs):
-    """``train_test_loop``: any order after the model; an int is the epochs, a float max_lr, objects by type."""
+             scheduler=None, criterion=None, lr_scheduler=None, **kwargs):
+    """``train_test_loop``: any order after the model; an int is the epochs, a float max_lr, objects by type.
+    ``lr_scheduler=`` is the course's name for ``scheduler=``; its loaders shape defaults to 20 epochs."""
+    if lr_scheduler is not None:
+        if scheduler is not None:
+            raise TypeError("pass either scheduler= or the course's lr_scheduler=, not both")
+        scheduler = _scheduler_name(lr_scheduler)
     if not isinstance(model, nn.Module):
         raise TypeError(f"train_test_loop() takes the model first, got {describe(model)}; write: {_TRAIN_CALLS}")
     loaders = [a for a in args if _is_loader(a)]
@@ -408,6 +429,9 @@ def training(fn, model, *args, epochs=None, max_lr=None, EPOCHS=None, device=Non
         data = tuple(loaders)
     if data is None:
         raise TypeError(f"train_test_loop() got no data; write: {_TRAIN_CALLS}")
+    if got["epochs"] is None and loaders and not kwargs.get("resume"):
+        print(f"train_test_loop: no epochs given; the course's default of {COURSE_EPOCHS} (pass EPOCHS= to choose)")
+        got["epochs"] = COURSE_EPOCHS
     if got["epochs"] is None and not kwargs.get("resume"):
         raise TypeError("train_test_loop() needs the number of epochs (there is no default): pass epochs=24 (or "
                         f"EPOCHS=24); write: {_TRAIN_CALLS}")
@@ -537,6 +561,42 @@ def display_cifar_data_samples(data_set, number_of_samples: int = 16, classes=No
 def visualize_cifar_augmentation(data_set, data_transforms=None, **kwargs):
     """The course's name for ``main.show_augmentations`` (``(data_set, data_transforms)``)."""
     return _CANONICAL["show_augmentations"](data_set, data_transforms, **kwargs)
+
+
+def display_cifar_misclassified_data(*args, **kwargs):
+    """The course's name for ``main.plot_misclassified`` (the same call shapes)."""
+    return _CANONICAL["plot_misclassified"](*args, **kwargs)
+
+
+def visualize_confusion_matrix(*args, **kwargs):
+    """The course's name for ``main.show_confusion_matrix`` (the same call shapes)."""
+    return _CANONICAL["show_confusion_matrix"](*args, **kwargs)
+
+
+def select_cuda(verbose: bool = True):
+    """The course's ``select_cuda()``: the device to train on (CUDA when there is one), as ``main.select_device``."""
+    from .device import select_device
+
+    return select_device(verbose=verbose)
+
+
+def download_kwargs(dataloader_args: dict | None, kwargs: dict) -> dict:
+    """The course's ``download_data(dataloader_args=dict(shuffle=True, batch_size=32, num_workers=2,
+    pin_memory=True))`` as woollylib's keywords: batch_size and num_workers are used; the training set is always
+    shuffled and memory pinned for CUDA by the loader itself."""
+    if not dataloader_args:
+        return kwargs
+    args = dict(dataloader_args)
+    unknown = sorted(set(args) - {"shuffle", "batch_size", "num_workers", "pin_memory"})
+    if unknown:
+        raise TypeError(f"dataloader_args has {unknown}; woollylib takes batch_size and num_workers from it "
+                        "(shuffle and pin_memory are decided by the loader)")
+    out = dict(kwargs)
+    if "batch_size" in args:
+        out["batch_size"] = int(args["batch_size"])
+    if "num_workers" in args:
+        out["num_workers"] = int(args["num_workers"])
+    return out
 
 
 def get_cifar_statistics(data_set, data_set_type: str = "Train") -> dict:

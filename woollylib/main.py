@@ -48,11 +48,21 @@ from .config import (
 )
 from .course import (  # the course notebooks' helper names (aliases live in course.py only)
     display_cifar_data_samples,
+    display_cifar_misclassified_data,
     get_cifar_statistics,
     get_misclassified_data,
+    select_cuda,
     visualize_cifar_augmentation,
+    visualize_confusion_matrix,
 )
 from .device import evaluating, model_device, select_device
+from .export import (  # a trained run as a portable file, and back (woollylib.export)
+    export,
+    load_model,
+)
+from .predict import (
+    predict,  # class names with probabilities from a run folder (woollylib.predict)
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -60,6 +70,7 @@ __all__ = [
     "compare_optimizers",
     "compare_runs",
     "display_cifar_data_samples",
+    "display_cifar_misclassified_data",
     "download_data",
     "export",
     "get_cifar_statistics",
@@ -68,6 +79,7 @@ __all__ = [
     "max_lr",
     "plot_misclassified",
     "predict",
+    "select_cuda",
     "select_device",
     "select_model",
     "show_accuracy_loss",
@@ -81,6 +93,7 @@ __all__ = [
     "show_random_samples",
     "train_test_loop",
     "visualize_cifar_augmentation",
+    "visualize_confusion_matrix",
     "write_report",
 ]
 
@@ -149,6 +162,9 @@ def download_data(
     """
     from .preloading import get_data
 
+    if "dataloader_args" in kwargs:  # the course's DataLoader keywords
+        kwargs = course.download_kwargs(kwargs.pop("dataloader_args"), {"batch_size": batch_size, **kwargs})
+        batch_size = kwargs.pop("batch_size")
     if isinstance(augment, str) and augment == "auto":
         augment = DIGITS_AUGMENT if name == "digits" and loader == "albumentations" else None
     if loader == "device" and augment is not None:
@@ -337,11 +353,12 @@ def show_lr_schedule(history, *, save_path=None):
 
 
 def _history(history):
+    from .run import HISTORY
     from .training import History
 
     if isinstance(history, str | os.PathLike):
         path = Path(history)
-        return History.load(path / "history.json" if path.is_dir() else path)
+        return History.load(path / HISTORY if path.is_dir() else path)
     if isinstance(history, dict):
         return History.from_dict(history)
     return history
@@ -543,32 +560,6 @@ def _correct_examples(model, test_loader, device, n):
     if not chosen:
         raise ValueError("the test loader yielded no images to attack")
     return torch.stack([x for x, _ in chosen]), torch.stack([y for _, y in chosen]).long()
-
-
-def predict(run_or_model, images, *, weights: str = "last", top_k: int = 3, device=None, classes=None, mean=None,
-            std=None, image_size=(32, 32), errors: list | None = None):
-    """Class names with probabilities for ``images`` (files, folders, a numpy array or a tensor) from a run
-    folder (only the folder: no data set, no download) or a model with ``classes``, ``mean`` and ``std``;
-    a list of ``woollylib.predict.Prediction`` (``.source``, ``.label``, ``.probability``, ``.top``)."""
-    from .predict import predict as run_predict
-
-    return run_predict(run_or_model, images, weights=weights, top_k=top_k, device=device, classes=classes,
-                       mean=mean, std=std, image_size=image_size, errors=errors)
-
-
-def export(run, format: str = "pt", out=None, *, weights: str = "last"):
-    """The run as a portable model file ("onnx" | "torchscript" | "pt"), checked against PyTorch before it is
-    written (``woollylib.export``); the path. ``load_model(path)`` reads a "pt" bundle back."""
-    from .export import export as run_export
-
-    return run_export(run, format, out, weights=weights)
-
-
-def load_model(path, device=None):
-    """A model exported as a "pt" bundle, ready to ``.predict(images)`` (``woollylib.export.load_model``)."""
-    from .export import load_model as load
-
-    return load(path, device)
 
 
 def app(run, *, port: int = 7860, share: bool = False, host: str = "127.0.0.1", weights: str | None = None,

@@ -93,13 +93,13 @@ class Predictor:
         """The run's ``weights`` ("last" | "best") with its classes, mean/std and image size (config.json)."""
         from .device import resolve_device
         from .recipe import Recipe
-        from .run import CONFIG, RunDir
+        from .run import BEST, CONFIG, LAST, RunDir
 
         run = RunDir(run_dir)
         if weights not in ("last", "best"):
             raise ValueError(f"weights must be 'last' or 'best', got {weights!r}")
         recipe = Recipe.from_run(run.path)  # no config.json: not a run folder
-        name = {"last": "last.pt", "best": "best.pt"}[weights]
+        name = {"last": LAST, "best": BEST}[weights]
         if not run.has(name):
             raise FileNotFoundError(f"{run / name} is missing: {run.path} has no {weights} weights"
                                     + (" (pass --weights last)" if weights == "best" else ""))
