@@ -51,3 +51,14 @@ def load_benchmark(monkeypatch):
         return mod
 
     return load
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """(folder, RunResult) of a 1-epoch digits run of the compact net (width 8) made through the recipe."""
+    from woollylib.recipe import Recipe
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    result = Recipe.from_flat(model="compact", model_opt={"width": 8}, dataset="digits", batch_size=64, epochs=1,
+                              lr=0.05, seed=0, out_dir=str(out), progress=False, verbose=False).train("cpu")
+    return out, result

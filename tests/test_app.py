@@ -25,7 +25,6 @@ import pytest
 from PIL import Image
 
 from woollylib.predict import Predictor
-from woollylib.recipe import Recipe
 
 gradio = pytest.importorskip("gradio", reason="the demo app needs gradio: pip install 'woollylib[app]'")
 from gradio_client import Client, handle_file
@@ -92,17 +91,9 @@ class Server:
 # ------------------------------------------------------------------------------------ fixtures ---
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("app") / "run"
-    result = Recipe.from_flat(model="compact", model_opt={"width": 8}, dataset="digits", epochs=1, batch_size=64,
-                              lr=0.05, seed=0, out_dir=str(out), progress=False, verbose=False).train("cpu")
-    return out, result
-
-
-@pytest.fixture(scope="module")
-def images(run, tmp_path_factory):
+def images(tiny_run, tmp_path_factory):
     """Two digits test images as PNG files, and a text file named .png."""
-    _, result = run
+    _, result = tiny_run
     folder = tmp_path_factory.mktemp("uploads")
     good = [folder / "test_007.png", folder / "test_123.png"]
     for path, i in zip(good, (7, 123)):
@@ -113,14 +104,14 @@ def images(run, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def predictor(run):
-    out, _ = run
+def predictor(tiny_run):
+    out, _ = tiny_run
     return Predictor.from_run(out, "best", "cpu")  # the app's default: best.pt when the run has one
 
 
 @pytest.fixture(scope="module")
-def server(run, tmp_path_factory):
-    out, _ = run
+def server(tiny_run, tmp_path_factory):
+    out, _ = tiny_run
     tmp = tmp_path_factory.mktemp("server")
     port = free_port()
     srv = Server([sys.executable, "-m", "woollylib", "app", str(out), "--port", str(port)], port, ROOT,
@@ -290,8 +281,8 @@ def test_the_same_checks_through_gradio_client(server, images, predictor):
 
 # ------------------------------------------------------------------------------ port, content ---
 
-def test_a_port_in_use_names_a_free_one(run, tmp_path):
-    out, _ = run
+def test_a_port_in_use_names_a_free_one(tiny_run, tmp_path):
+    out, _ = tiny_run
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -306,12 +297,12 @@ def test_a_port_in_use_names_a_free_one(run, tmp_path):
     assert suggested != port and check_port(suggested) == suggested
 
 
-def test_without_the_data_set_the_gallery_says_so(run, tmp_path):
+def test_without_the_data_set_the_gallery_says_so(tiny_run, tmp_path):
     """A run whose data set is not on this machine (CIFAR-10, not downloaded) still predicts; the gallery
     tab explains why it is empty."""
     from woollylib.app import load_content, make_blocks
 
-    out, _ = run
+    out, _ = tiny_run
     moved = tmp_path / "run"
     shutil.copytree(out, moved)
     config = json.loads((moved / "config.json").read_text())
@@ -327,13 +318,13 @@ def test_without_the_data_set_the_gallery_says_so(run, tmp_path):
 
 # ---------------------------------------------------------------------------------- the Space ---
 
-def test_the_space_folder_runs_from_a_fresh_venv(run, images, predictor, tmp_path):
+def test_the_space_folder_runs_from_a_fresh_venv(tiny_run, images, predictor, tmp_path):
     """``--space DIR``, then ``python app.py`` in a new venv: woollylib installed from this checkout (pip
     install --no-deps -e, no network), the other requirements from the test environment (a .pth file), and
     ``pip install -r requirements.txt`` satisfied offline."""
     from woollylib._version import __version__
 
-    out, _ = run
+    out, _ = tiny_run
     space = tmp_path / "space"
     r = subprocess.run([sys.executable, "-m", "woollylib", "app", str(out), "--space", str(space)], cwd=ROOT,
                        env=env_for(tmp_path), capture_output=True, text=True, timeout=120, check=False)
@@ -382,10 +373,10 @@ def test_the_space_folder_runs_from_a_fresh_venv(run, images, predictor, tmp_pat
         srv.stop()
 
 
-def test_without_gradio_the_command_names_the_extra(run, monkeypatch, capsys):
+def test_without_gradio_the_command_names_the_extra(tiny_run, monkeypatch, capsys):
     from woollylib import cli
 
-    out, _ = run
+    out, _ = tiny_run
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
     assert cli.main(["app", str(out)]) == 2
     assert "pip install 'woollylib[app]'" in capsys.readouterr().err

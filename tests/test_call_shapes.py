@@ -344,7 +344,6 @@ def test_the_course_keywords_and_defaults_of_train_test_loop(capsys):
     """The course's own cell: ``train_test_loop(model, device, train_loader, test_loader, max_LR,
     lr_scheduler='OneCycle')`` with its default of 20 epochs when none is given."""
     from woollylib import course, main
-
     from woollylib.preloading import get_data, load_digits
 
     # 128 training images, batches of 64: the 20 epochs stay quick
@@ -369,7 +368,7 @@ def test_the_course_helpers_select_cuda_dataloader_args_and_aliases(tmp_path):
     from woollylib import main
 
     assert main.select_cuda(verbose=False) == main.select_device(verbose=False)
-    data = main.download_data("digits", dataloader_args=dict(shuffle=True, batch_size=32, num_workers=0,
+    data = main.download_data("digits", dataloader_args=dict(shuffle=True, batch_size=32, num_workers=0,  # noqa: C408 (the cell)
                                                               pin_memory=True), verbose=False)
     assert next(iter(data.train_loader))[0].shape[0] == 32
     with pytest.raises(TypeError, match="dataloader_args has \\['drop_last'\\]"):

@@ -12,17 +12,6 @@ import woollylib
 from woollylib import cli
 from woollylib import export as ex
 from woollylib.predict import Predictor
-from woollylib.recipe import Recipe
-
-TINY = {"dataset": "digits", "batch_size": 64, "epochs": 1, "lr": 0.05, "seed": 0, "progress": False,
-        "verbose": False}
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "run"
-    result = Recipe.from_flat(model="compact", model_opt={"width": 8}, out_dir=str(out), **TINY).train("cpu")
-    return out, result
 
 
 def _reference(out, images):
@@ -31,9 +20,9 @@ def _reference(out, images):
         return p, p.model(p.prepare(images)).numpy()
 
 
-def test_onnx_matches_pytorch_at_any_batch_size(run):
+def test_onnx_matches_pytorch_at_any_batch_size(tiny_run):
     ort = pytest.importorskip("onnxruntime", reason="the export extra (pip install 'woollylib[export]') is needed")
-    out, result = run
+    out, result = tiny_run
     path = ex.export(out, "onnx", verbose=False)
     assert path == out / "model.onnx" and not list(out.glob(".*.tmp*"))
     images = result.data.test_source.images[100:133]  # other images than the check's first 64
@@ -43,8 +32,8 @@ def test_onnx_matches_pytorch_at_any_batch_size(run):
     assert got.shape == (33, 10) and np.abs(got - logits).max() <= ex.ATOL
 
 
-def test_torchscript_matches_pytorch(run, tmp_path):
-    out, result = run
+def test_torchscript_matches_pytorch(tiny_run, tmp_path):
+    out, result = tiny_run
     path = ex.export(out, "torchscript", tmp_path / "m.ts.pt", weights="best", verbose=False)
     images = result.data.test_source.images[:9]
     p = Predictor.from_run(out, "best", "cpu")
@@ -55,8 +44,8 @@ def test_torchscript_matches_pytorch(run, tmp_path):
     assert (got - want).abs().max().item() <= ex.ATOL
 
 
-def test_pt_bundle_round_trips_through_load_model(run, tmp_path):
-    out, result = run
+def test_pt_bundle_round_trips_through_load_model(tiny_run, tmp_path):
+    out, result = tiny_run
     path = ex.export(out, "pt", tmp_path / "digits.pt", verbose=False)
     model = woollylib.load_model(path, "cpu")
     assert not model.training and model.classes == result.data.classes and model.image_size == (32, 32)
@@ -71,8 +60,8 @@ def test_pt_bundle_round_trips_through_load_model(run, tmp_path):
     assert bundle["config"] == json.loads((out / "config.json").read_text())
 
 
-def test_a_failing_check_writes_nothing_and_keeps_the_old_file(run, tmp_path, monkeypatch):
-    out, _ = run
+def test_a_failing_check_writes_nothing_and_keeps_the_old_file(tiny_run, tmp_path, monkeypatch):
+    out, _ = tiny_run
     target = tmp_path / "model.pt"
     target.write_bytes(b"the user's old export")
     monkeypatch.setattr(ex, "ATOL", -1.0)  # no export can pass: the check must refuse
@@ -81,8 +70,8 @@ def test_a_failing_check_writes_nothing_and_keeps_the_old_file(run, tmp_path, mo
     assert target.read_bytes() == b"the user's old export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
 
 
-def test_the_cli_exports_and_names_what_is_wrong(run, tmp_path, capsys):
-    out, _ = run
+def test_the_cli_exports_and_names_what_is_wrong(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
     assert cli.main(["export", str(out), "--format", "pt", "--out", str(tmp_path / "m.pt")]) == 0
     assert "checked on 64 images" in capsys.readouterr().out
     assert cli.main(["export", str(tmp_path / "nowhere")]) == 2

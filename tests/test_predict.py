@@ -13,29 +13,19 @@ from woollylib import cli, main
 from woollylib.predict import Predictor, UnreadableImage
 from woollylib.recipe import Recipe
 
-TINY = {"dataset": "digits", "batch_size": 64, "epochs": 1, "lr": 0.05, "seed": 0, "progress": False,
-        "verbose": False}
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("predict") / "run"
-    result = Recipe.from_flat(model="compact", model_opt={"width": 8}, out_dir=str(out), **TINY).train("cpu")
-    return out, result
-
-
-@pytest.fixture(scope="module")
-def test_files(run, tmp_path_factory):
+def test_files(tiny_run, tmp_path_factory):
     """The run's 360 test images as lossless PNG files, named in test-set order."""
-    _, result = run
+    _, result = tiny_run
     folder = tmp_path_factory.mktemp("images")
     for i, img in enumerate(result.data.test_source.images):
         Image.fromarray(img).save(folder / f"{i:03d}.png")
     return folder
 
 
-def test_predictions_from_files_equal_the_runs_own_evaluation(run, test_files):
-    out, result = run
+def test_predictions_from_files_equal_the_runs_own_evaluation(tiny_run, test_files):
+    out, result = tiny_run
     p = Predictor.from_run(out, "last", "cpu")
     assert p.classes == result.data.classes and p.image_size == (32, 32)
     preds = p.predict(test_files, top_k=3)
@@ -51,8 +41,8 @@ def test_predictions_from_files_equal_the_runs_own_evaluation(run, test_files):
     assert accuracy == pytest.approx(json.loads((out / "metrics.json").read_text())["accuracy"], abs=1e-6)
 
 
-def test_arrays_and_tensors_give_the_files_predictions(run, test_files):
-    out, result = run
+def test_arrays_and_tensors_give_the_files_predictions(tiny_run, test_files):
+    out, result = tiny_run
     p = Predictor.from_run(out, device="cpu")
     images = result.data.test_source.images[:20]
     from_files = [pr.index for pr in p.predict(sorted(test_files.glob("*.png"))[:20])]
@@ -61,8 +51,8 @@ def test_arrays_and_tensors_give_the_files_predictions(run, test_files):
     assert p.predict(images[0])[0].index == from_files[0]                                         # one HWC image
 
 
-def test_any_size_and_mode_is_predicted(run, tmp_path):
-    out, result = run
+def test_any_size_and_mode_is_predicted(tiny_run, tmp_path):
+    out, result = tiny_run
     img = result.data.test_source.images[0]
     Image.fromarray(img[..., 0]).resize((20, 20)).save(tmp_path / "gray20.png")           # 20x20 grayscale
     Image.fromarray(img).convert("RGBA").save(tmp_path / "rgba.png")                      # RGBA
@@ -76,8 +66,8 @@ def test_any_size_and_mode_is_predicted(run, tmp_path):
     assert preds[1].index == Predictor.from_run(out, device="cpu").predict(img)[0].index  # RGBA: its RGB
 
 
-def test_the_cli_writes_csv_and_json_and_skips_unreadable_files(run, test_files, tmp_path, capsys):
-    out, _ = run
+def test_the_cli_writes_csv_and_json_and_skips_unreadable_files(tiny_run, test_files, tmp_path, capsys):
+    out, _ = tiny_run
     (tmp_path / "broken.png").write_text("not an image")
     files = [str(f) for f in sorted(test_files.glob("*.png"))[:3]]
     code = cli.main(["predict", str(out), *files, str(tmp_path / "broken.png"), "--top-k", "2", "--device", "cpu",
@@ -94,8 +84,8 @@ def test_the_cli_writes_csv_and_json_and_skips_unreadable_files(run, test_files,
     assert ".csv or a .json" in capsys.readouterr().err
 
 
-def test_bad_runs_and_inputs_say_what_is_wrong(run, tmp_path):
-    out, _ = run
+def test_bad_runs_and_inputs_say_what_is_wrong(tiny_run, tmp_path):
+    out, _ = tiny_run
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         Predictor.from_run(tmp_path)
     (tmp_path / "nobest").mkdir()
