@@ -21,7 +21,7 @@ PACKAGE = ROOT.name
 
 # bottom to top; a module may import from its own layer and the ones above it in this list
 LAYERS = (
-    ("woollylib", "woollylib._version", "woollylib.models", "woollylib.device", "woollylib.errors",
+    ("woollylib", "woollylib._version", "woollylib._compat", "woollylib.models", "woollylib.device", "woollylib.errors",
      "woollylib._checks", "woollylib.precision", "woollylib.compile", "woollylib.distributed"),                                        # 1 registry, devices, errors, checks
     ("woollylib.preloading", "woollylib.bp"),                       # 2 data, the engine
     ("woollylib.scheduler", "woollylib.utils.metrics"),             # 3 schedules, LR range test; metrics (bp, data)

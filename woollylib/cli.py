@@ -346,8 +346,7 @@ def _recipe(args: argparse.Namespace):
 
 
 def _saved_arguments(config: dict) -> dict:
-    """The ``train`` arguments a saved run was made with (its settings, model and, for format-1 runs,
-    the CLI's own record)."""
+    """The ``train`` arguments a saved run was made with (its settings and model)."""
     from .config import Settings
 
     saved = Settings.from_dict(config["settings"]).flat()
@@ -355,9 +354,10 @@ def _saved_arguments(config: dict) -> dict:
     saved["model"] = model.get("name")
     saved["model_opt"] = [f"{k}={v!r}" if not isinstance(v, str) else f"{k}={v}"
                           for k, v in (model.get("options") or {}).items()]
-    old_cli = (config.get("extra") or {}).get("cli") or {}
-    if old_cli.get("model_opt") is not None:
-        saved["model_opt"] = old_cli["model_opt"]
+    from ._compat import format1_model_opt
+
+    if format1_model_opt(config) is not None:
+        saved["model_opt"] = format1_model_opt(config)
     return saved
 
 

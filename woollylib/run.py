@@ -421,20 +421,9 @@ def parse_model_options(pairs) -> dict:
 
 # --------------------------------------------------------------------------- config layouts ---
 
-_V1_SETTINGS = {  # format 1 key -> (group, field)
-    "optimizer": ("optim", "name"), "lr": ("optim", "lr"), "momentum": ("optim", "momentum"),
-    "weight_decay": ("optim", "weight_decay"), "nesterov": ("optim", "nesterov"),
-    "no_decay_bn_bias": ("optim", "no_decay_bn_bias"), "scheduler": ("schedule", "name"),
-    "epochs": ("schedule", "epochs"), "scheduler_kwargs": ("schedule", "options"),
-    "amp": ("engine", "amp"), "channels_last": ("engine", "channels_last"),
-    "ricap_beta": ("engine", "ricap_beta"), "label_smoothing": ("engine", "label_smoothing"),
-    "l1": ("engine", "l1"), "grad_clip": ("engine", "grad_clip"), "tta_flip": ("engine", "tta_flip"),
-}
-_V1_CLI_DATA = ("dataset", "data_dir", "batch_size", "loader", "augment", "workers")
-
-
 def upgrade_config(config) -> dict:
-    """``config.json`` content in the current layout (format 1 is upgraded; errors name the problem)."""
+    """``config.json`` content in the current layout (format 1 is upgraded by ``woollylib._compat``; errors name
+    the problem)."""
     if not isinstance(config, dict):
         raise ValueError(f"{CONFIG} must hold a JSON object, got {type(config).__name__}")  # noqa: TRY004
     if config.get("format") == CONFIG_FORMAT:
@@ -445,42 +434,12 @@ def upgrade_config(config) -> dict:
             if not isinstance(config.get(key), dict):
                 raise ValueError(f"{CONFIG} has no valid {key!r} entry")  # noqa: TRY004
         return config
-    if "optimizer" not in config and "cli" not in config:
-        raise ValueError(f"{CONFIG} is not a woollylib run configuration (no settings in it)")
-    cli = config.get("cli") or {}
-    if not isinstance(cli, dict) or not isinstance(config.get("data") or {}, dict):
-        raise ValueError(f"{CONFIG} has a 'cli' or 'data' entry that is not a JSON object")  # noqa: TRY004
-    groups: dict[str, dict] = {"optim": {}, "schedule": {}, "engine": {}, "data": {}, "run": {}}
-    for key, (group, name) in _V1_SETTINGS.items():
-        if key in config:
-            groups[group][name] = config[key]
-    options = dict(groups["schedule"].get("options") or {})
-    if "pct_start" in options:
-        groups["schedule"]["pct_start"] = options.pop("pct_start")
-    groups["schedule"]["options"] = options
-    for key in _V1_CLI_DATA:
-        if key in cli:
-            groups["data"][key] = cli[key]
-    if cli:  # format 1 recorded the resolved engine switches; the CLI's arguments say what was asked
-        groups["engine"]["amp"] = cli.get("amp", groups["engine"].get("amp"))
-        groups["engine"]["channels_last"] = cli.get("channels_last", groups["engine"].get("channels_last"))
-    groups["run"]["seed"] = config.get("seed")
-    data = config.get("data") or {}
-    if cli.get("model"):
-        name, options = cli["model"], parse_model_options(cli.get("model_opt"))
-    else:
-        name, options = config.get("model_name"), dict(config.get("model_options") or {})
-    spec = ModelSpec(name=name, options=options, num_classes=len(data.get("classes") or []) or None,
-                     cls=config.get("model"), parameters=config.get("parameters"))
-    return {
-        "format": CONFIG_FORMAT,
-        "version": CONFIG_VERSION,
-        "model": spec.to_dict(),
-        "settings": Settings.from_dict(groups).to_dict(),
-        "resolved": {k: config.get(k) for k in ("device", "steps_per_epoch", "batch_size", "amp", "channels_last")},
-        "data": data,
-        "extra": {k: v for k, v in config.items() if k == "cli"},
-    }
+    from ._compat import upgrade_format1  # woollylib 0.1's first layout
+
+    old = upgrade_format1(config, CONFIG)
+    return {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "model": ModelSpec(**old["model"]).to_dict(),
+            "settings": Settings.from_dict(old["settings"]).to_dict(), "resolved": old["resolved"],
+            "data": old["data"], "extra": old["extra"]}
 
 
 # ------------------------------------------------------------------------------ run directory ---
