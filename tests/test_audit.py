@@ -152,3 +152,55 @@ def test_a_seeded_model_and_a_seeded_loop_repeat_exactly():
         h = main.train_test_loop(model, data, "cpu", max_lr=0.05, epochs=1, seed=0, progress=False, verbose=False)
         losses.append(h.train_loss[0])
     assert losses[0] == losses[1]
+
+
+AUTO = ["train", "--dataset", "digits", "--model", "compact", "--model-opt", "width=8", "--loader", "device",
+        "--batch-size", "64", "--lr", "0.05", "--epochs", "2", "--no-progress", "--device", "cpu"]
+
+
+def test_resume_auto_starts_continues_and_refuses_other_settings(tmp_path, capsys):
+    """--resume auto: an empty folder starts the run, a folder with the run continues it (to the same result
+    as an uninterrupted run), a folder with a run of other settings is refused."""
+    import json
+
+    import torch
+
+    from woollylib import cli
+
+    straight = tmp_path / "straight"
+    assert cli.main([*AUTO, "--out", str(straight)]) == 0
+    out = tmp_path / "auto"
+    assert cli.main([*AUTO, "--out", str(out), "--resume", "auto", "--epochs", "2"]) == 0
+    assert "starting a new run in" in capsys.readouterr().out
+    assert cli.main([*AUTO, "--out", str(out), "--resume", "auto"]) == 0  # done: continues with nothing left
+    assert "continuing the run in" in capsys.readouterr().out
+    a = torch.load(out / "last.pt", weights_only=True)["model"]
+    b = torch.load(straight / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(json.loads((out / "history.json").read_text())["test_acc"]) == 2
+    assert cli.main([*AUTO, "--out", str(out), "--resume", "auto", "--lr", "0.1"]) == 2
+    assert "--resume continues the run with its own settings" in capsys.readouterr().err
+
+
+def test_resume_auto_in_python(tmp_path):
+    from torch import nn
+
+    from woollylib.training import Trainer
+
+    torch = __import__("torch")
+    torch.manual_seed(0)
+    pair = [(torch.randn(8, 3, 8, 8), torch.arange(8) % 3)] * 2
+
+    def trainer(**kw):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(192, 3))
+        return Trainer(model, (pair, pair), "cpu", epochs=2, lr=0.05, out_dir=tmp_path / "r", resume="auto",
+                       progress=False, verbose=False, **kw)
+
+    first = trainer()
+    assert first.resume is False
+    first.fit(stop_after=1)
+    again = trainer()
+    assert again.resume is True and again.start_epoch == 1 and len(again.fit()) == 2
+    with pytest.raises(ValueError, match="resume='auto' needs out_dir"):
+        Trainer(nn.Linear(2, 2), (pair, pair), "cpu", epochs=1, lr=0.1, resume="auto")

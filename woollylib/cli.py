@@ -405,6 +405,11 @@ def train(args: argparse.Namespace) -> int:
     out = Path(args.out_dir) if args.out_dir else Path("runs") / f"{dataset}-{model_name}"
     if args.resume and args.overwrite:
         raise CLIError("--resume and --overwrite contradict each other; pass only one")
+    if args.resume == "auto":  # continue the run in --out if there is one, else start it
+        from .run import RunDir
+
+        args.resume = RunDir(out).is_run()
+        print(f"--resume auto: {'continuing the run in' if args.resume else 'starting a new run in'} {out}")
     if getattr(args, "seeds", None):
         return _train_seeds(args, out)
     from .distributed import session

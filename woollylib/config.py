@@ -97,6 +97,13 @@ def key_value(text: str) -> str:
     return text
 
 
+def resume_word(text: str):
+    """``--resume auto`` (``--resume`` alone is True)."""
+    if str(text).strip().lower() != "auto":
+        raise argparse.ArgumentTypeError(f"expected auto (or the flag alone), got {text!r}")
+    return "auto"
+
+
 def switch(text):
     """CLI words for a tri-state switch: off/on -> False/True; auto, bf16, fp16 pass through."""
     return {"off": False, "on": True}.get(text, text) if isinstance(text, str) else text
@@ -204,7 +211,9 @@ class RunConfig:
                                      "train_test_loop keeps the weights it has (build it seeded: "
                                      "main.select_model(..., seed=0)); None = leave the RNGs as they are", parse=int,
                                cli_default=0)
-    resume: bool = setting(False, "continue the run in --out from last.pt", cli="switch")
+    resume: bool | str = setting(False, "continue the run in --out from last.pt; auto: continue it when --out "
+                                        "holds a run, start one when it holds none (the run's settings must match)",
+                                 cli="optional", const=True, parse=resume_word)
     overwrite: bool = setting(False, "replace the run already in --out", cli="switch")
     progress: bool = setting(True, "progress bars", cli="none")
     verbose: bool = setting(True, "one summary line per epoch", cli="none")

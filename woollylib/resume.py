@@ -184,6 +184,10 @@ def seed_or_restore_rng(trainer) -> None:
 def check_run_dir(trainer) -> dict | None:
     """Validate resume/overwrite against ``out_dir``; the checkpoint to resume from, if any."""
     s = trainer.settings
+    if s.run.resume == "auto":  # continue the run in out_dir if there is one, else start it
+        if trainer.run_dir is None:
+            raise ValueError("resume='auto' needs out_dir=<the run directory>")
+        s.run.resume = trainer.run_dir.is_run()
     if s.run.resume and trainer.run_dir is None:
         raise ValueError(f"resume=True needs out_dir=<the run directory that holds {LAST}>")
     if s.run.resume and s.run.overwrite:

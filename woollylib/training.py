@@ -427,6 +427,7 @@ class Trainer:
         self.resume, self.overwrite, self.seed = s.run.resume, s.run.overwrite, s.run.seed
         self.progress, self.verbose = (s.run.progress, s.run.verbose) if self.dist.is_writer else (False, False)
         ckpt = resume.check_run_dir(self)  # everything is validated before the disk is touched
+        self.resume = s.run.resume  # resume="auto" is decided now
         self.epochs = _check_epochs(s.schedule.epochs)
         self.lr = _check_lr(s.optim.lr)
         self.precision = choose_precision(self.device, s.engine.amp, model=model)  # one warning where it is slow
