@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 
 from woollylib import cli
-from woollylib.config import DataConfig, load_data
+from woollylib.config import DataConfig
 from woollylib.models import get_model
 from woollylib.preloading import get_data, load_digits
 from woollylib.preloading.split import indices_sha256, stratified_split
+from woollylib.recipe import load_data
 from woollylib.report import protocol_summary
 from woollylib.run import METRICS_CSV, History, RunDir
 from woollylib.training import Trainer

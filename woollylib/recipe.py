@@ -21,11 +21,74 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_MODEL, Settings, cli_defaults, load_data
+from .config import DEFAULT_MODEL, Settings, cli_defaults
 from .hooks import RunResults, headline, protocol_summary, write_metrics
 from .run import ModelSpec, RunDir, upgrade_config
 
-__all__ = ["Recipe", "RunResult", "headline", "protocol_summary", "save_lr_finder", "write_metrics"]
+__all__ = ["Recipe", "RunResult", "folder_sources", "headline", "load_data", "protocol_summary", "save_lr_finder",
+           "write_metrics"]
+
+
+# ---------------------------------------------------------------------------- data from settings ---
+
+def folder_sources(data_dir):
+    """(train, test) ImageSources of ``DIR/train`` and ``DIR/test`` (or ``DIR/val``), ImageFolder layout."""
+    from pathlib import Path
+
+    from .preloading import load_folder
+
+    if not data_dir:
+        raise ValueError("--dataset folder needs --data-dir DIR with DIR/train/<class>/* and DIR/test/<class>/*")
+    root = Path(data_dir)
+    test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise FileNotFoundError(
+            f"--data-dir {root} needs the sub-folders train/ and test/ (or val/), each with one folder per class"
+        )
+    train, test = load_folder(root / "train"), load_folder(test_dir)
+    if train.classes != test.classes:
+        raise ValueError(f"{root}/train has classes {train.classes} but {test_dir} has {test.classes}")
+    return train, test
+
+
+def _folder_val(data_dir):
+    """``DIR/val`` as the validation set when ``DIR`` has both test/ and val/ (else None)."""
+    from pathlib import Path
+
+    from .preloading import load_folder
+
+    root = Path(data_dir)
+    if (root / "test").is_dir() and (root / "val").is_dir():
+        return load_folder(root / "val")
+    return None
+
+
+def load_data(data, device=None, seed: int | None = 0, *, augment: bool = True,
+              download: bool = True, data_root=None, verbose: bool = True, batch_size: int | None = None):
+    """The DataBundle these settings describe (``augment=False``: no train augmentation, no workers,
+    as a report needs; ``data_root`` overrides ``data.data_dir``)."""
+    from .preloading import get_data
+
+    kw = {"batch_size": batch_size or data.batch_size, "loader": data.loader, "seed": seed, "device": device,
+          "verbose": verbose}
+    if data.workers is not None and augment:
+        kw["num_workers"] = data.workers
+    root = data_root or data.data_dir
+    source = data.dataset
+    if source == "folder":
+        source = folder_sources(root)
+    elif root:
+        kw["root"] = root
+    if source == "cifar10":
+        kw["download"] = download
+    if data.val_split is not None:
+        own_val = _folder_val(root) if data.dataset == "folder" else None
+        kw["val_split"] = own_val if own_val is not None else data.val_split
+        kw["val_seed"] = data.val_seed if own_val is None else None
+    kw["augment"] = data.augment if augment else "none"  # a preset of woollylib.preloading.augment
+    if not augment and data.loader == "albumentations":
+        kw["num_workers"] = 0
+    return get_data(source, **kw)
 
 
 # ------------------------------------------------------------------------------------ results ---
