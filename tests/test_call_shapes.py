@@ -133,8 +133,10 @@ def test_train_test_loop_with_optimizer_scheduler_and_criterion_objects(data):
 
 def test_train_test_loop_call_shape_errors_show_the_call(data, trained):
     model, _ = trained
+    # the canonical shape has no default number of epochs (the course's loaders shape trains its 20: see
+    # test_the_course_keywords_and_defaults_of_train_test_loop)
     with pytest.raises(TypeError, match=r"needs the number of epochs.*epochs=24.*train_test_loop\(model, device"):
-        main.train_test_loop(model, "cpu", data.train_loader, data.test_loader, 0.1)
+        main.train_test_loop(model, data, "cpu", 0.1)
     with pytest.raises(TypeError, match=r"two values for epochs: 2 \(argument 5\) and 3 \(argument 6\)"):
         main.train_test_loop(model, "cpu", data.train_loader, data.test_loader, 2, 3)
     with pytest.raises(TypeError, match="got 1 loader"):
