@@ -529,3 +529,71 @@ def test_an_empty_lock_left_by_a_full_disk_does_not_block_the_run(copy, capsys):
     assert train(out, "--resume") == 0
     text = capsys.readouterr().out
     assert "taking over the stale lock" in text and not (out / ".woollylib.lock").exists()
+
+
+# ------------------------------------------------------- values read back, checked as the CLI checks ---
+
+HOSTILE = [  # (where in the config, value, what the message says)
+    ("settings.data.data_dir", "../../x", "without '..'"),
+    ("settings.data.workers", 10**6, "must be at most"),
+    ("settings.data.workers", -2, "must be an integer >= 0"),
+    ("settings.schedule.epochs", -3, "must be an integer >= 1"),
+    ("settings.schedule.epochs", 2.5, "must be an integer"),
+    ("settings.optim.lr", "fast", "must be a number"),
+    ("settings.optim.momentum", -1.0, "must be a number >= 0"),
+    ("settings.data.batch_size", 0, "must be an integer >= 1"),
+    ("settings.data.loader", "gpu", "must be one of albumentations, device"),
+    ("settings.engine.amp", "fp8", "must be one of auto"),
+    ("settings.engine.tta_flip", "yes", "must be true or false"),
+    ("settings.data.val_split", 2.5, "val_split"),
+    ("settings.engine.dist_timeout", float("inf"), "finite"),
+    ("data.classes", ["a", "b", "c"], "has 3 names and the model 10 outputs"),
+    ("model.num_classes", 1, "must be an integer >= 2"),
+]
+
+
+def set_in(config: dict, where: str, value) -> dict:
+    *path, last = where.split(".")
+    node = config
+    for key in path:
+        node = node[key]
+    node[last] = value
+    return config
+
+
+@pytest.mark.parametrize(("where", "value", "words"), HOSTILE, ids=[f"{w}={v!r}" for w, v, _ in HOSTILE])
+def test_a_hand_edited_config_is_checked_as_the_command_line_checks_it(copy, runs, capsys, where, value, words):
+    out = legacy(copy)  # without the manifest nothing but these checks stands between the file and the run
+    path = out / "config.json"
+    path.write_text(json.dumps(set_in(json.loads(path.read_text()), where, value)))
+    before = snapshot(out)
+    for command in ("report", "predict"):
+        assert run_command(command, out, runs / "image.png") == 2
+        err = capsys.readouterr().err
+        assert f"{path}: field '{where}'" in err and words in err and "Traceback" not in err, err
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize(("where", "value", "words"), [*HOSTILE, ("model.options.width", 10**6, "parameters, more than")],
+                         ids=[f"{w}={v!r}" for w, v, _ in HOSTILE] + ["width"])
+def test_a_hand_edited_checkpoint_config_is_checked_on_resume(copy, capsys, where, value, words):
+    out = legacy(copy)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    del ckpt["sha256"]  # as a checkpoint of an earlier woollylib: nothing but these checks
+    set_in(ckpt["config"], where, value)
+    torch.save(ckpt, out / "last.pt")
+    (out / "config.json").write_text(json.dumps(ckpt["config"]))  # the same model in both: not another model's
+    before = snapshot(out)
+    assert cli.main(["train", "--out", str(out), "--resume", "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err, err
+    if where != "model.options.width":
+        assert f"last.pt: field '{where}'" in err
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("workers", ["1000000000000", "-1", "many"])
+def test_workers_beyond_the_bound_are_refused_at_parsing(capsys, workers):
+    with pytest.raises(SystemExit) as info:
+        cli.main([*TRAIN, "--workers", workers])
+    assert info.value.code == 2 and "argument --workers" in capsys.readouterr().err

@@ -13,7 +13,15 @@ import random
 import numpy as np
 import torch
 
-from .run import CHECKPOINT_VERSION, CONFIG, LAST, History, new_run_id, upgrade_config
+from .run import (
+    CHECKPOINT_VERSION,
+    CONFIG,
+    LAST,
+    History,
+    check_config,
+    new_run_id,
+    upgrade_config,
+)
 
 __all__ = ["check_run_dir", "check_same_run", "checkpoint", "prepare_run_dir", "restore", "rng_for_rank", "rng_state", "seed_or_restore_rng",
            "set_rng_state", "state_dict_mismatch"]
@@ -211,7 +219,8 @@ def check_run_dir(trainer) -> dict | None:
     if manifest is None and trainer.verbose:
         print(f"note: {run.path} is a run of an earlier woollylib (no manifest.json): its files are not checked "
               "against checksums; from its next epoch on they are")
-    _fill_from_saved(trainer, upgrade_config(ckpt.get("config") or {})["settings"])
+    saved = check_config(upgrade_config(ckpt.get("config") or {}), f"the config in {run / LAST}")
+    _fill_from_saved(trainer, saved["settings"])
     trainer.run_id = run.run_id_of(ckpt) or trainer.run_id
     return ckpt
 

@@ -485,6 +485,7 @@ def jsonable(value: Any) -> Any:
 # ------------------------------------------------------------------------------- model spec ---
 
 SPEC_ATTR = "woollylib_spec"  # the recipe woollylib.models.get_model keeps on the model
+MAX_PARAMETERS = 10**9  # a model spec beyond this is refused before it is built
 
 
 @dataclass
@@ -514,7 +515,17 @@ class ModelSpec:
         if not self.name:
             raise ValueError(f"the run's model ({self.cls or 'unknown class'}) was not built by "
                              "woollylib.models.get_model, so it cannot be rebuilt; pass model=")
-        return get_model(self.name, num_classes=self.num_classes or num_classes or 10, **self.options)
+        classes = self.num_classes or num_classes or 10
+        try:  # counted on the meta device first: an absurd width is refused before any memory is taken
+            with torch.device("meta"):
+                n = sum(p.numel() for p in get_model(self.name, num_classes=classes, **self.options).parameters())
+        except (RuntimeError, NotImplementedError, AttributeError):
+            n = 0
+        if n > MAX_PARAMETERS:
+            raise ValueError(f"model {self.name!r} with options {self.options} has {n:,} parameters, more than "
+                             f"{MAX_PARAMETERS:,} ({4 * MAX_PARAMETERS / 2**30:.0f} GiB of float32 weights); choose "
+                             "smaller options (e.g. width)")
+        return get_model(self.name, num_classes=classes, **self.options)
 
     def to_dict(self) -> dict:
         return jsonable(asdict(self))
@@ -553,6 +564,28 @@ _V1_SETTINGS = {  # format 1 key -> (group, field)
     "l1": ("engine", "l1"), "grad_clip": ("engine", "grad_clip"), "tta_flip": ("engine", "tta_flip"),
 }
 _V1_CLI_DATA = ("dataset", "data_dir", "batch_size", "loader", "augment", "workers")
+
+
+def check_config(config: dict, where) -> dict:
+    """A config read back (``where``: the file) checked as the command line checks its values: every setting
+    (``woollylib.config.check_saved``), the model entry, and as many class names as the model has outputs."""
+    from .config import check_saved
+
+    check_saved(config.get("settings"), str(where))
+    model = config.get("model") or {}
+    if model.get("options") is not None and not isinstance(model["options"], dict):
+        raise ValueError(f"{where}: field 'model.options' must be a JSON object, got {_json_kind(model['options'])}")
+    n = model.get("num_classes")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
+        raise ValueError(f"{where}: field 'model.num_classes' must be an integer >= 2, got {n!r}")
+    classes = (config.get("data") or {}).get("classes")
+    if classes is not None:
+        if not isinstance(classes, list) or not all(isinstance(c, (str, int)) for c in classes):
+            raise ValueError(f"{where}: field 'data.classes' must be a list of class names")
+        if n is not None and len(classes) != n:
+            raise ValueError(f"{where}: field 'data.classes' has {len(classes)} names and the model "
+                             f"{n} outputs (model.num_classes); they must match: restore the file or start a fresh run")
+    return config
 
 
 def upgrade_config(config) -> dict:
@@ -892,13 +925,13 @@ class RunDir:
         checked against the manifest), else config.json, else the manifest's copy (a run that completed no
         epoch, killed between its two marker files)."""
         if self.has(LAST):
-            return upgrade_config(self.load("last").get("config") or {})
+            return check_config(upgrade_config(self.load("last").get("config") or {}), f"the config in {self / LAST}")
         m = self.manifest()
         try:
             return self.read_config()
         except (OSError, ValueError):
             if m and isinstance(m.get("config"), dict):
-                return upgrade_config(m["config"])
+                return check_config(upgrade_config(m["config"]), f"the config in {self / MANIFEST}")
             raise
 
     def run_id_of(self, ckpt: dict | None) -> str | None:
@@ -1052,9 +1085,10 @@ class RunDir:
             return None
         raw = self.read_json(CONFIG, required=True, verify=verify)
         try:
-            return upgrade_config(raw)
+            config = upgrade_config(raw)
         except ValueError as exc:
             raise ValueError(f"{self.path / CONFIG}: {exc}") from exc
+        return check_config(config, self.path / CONFIG)
 
     def read_history(self, verify: bool = True) -> History:
         path = self.path / HISTORY
