@@ -245,6 +245,7 @@ def test_a_run_of_an_earlier_format_resumes_unchecked_with_one_note(tmp_path, ca
     assert capsys.readouterr().out.count("run of an earlier woollylib (no manifest.json)") == 1
     manifest = RunDir(out).manifest()  # written by the resumed epoch: checked from now on
     assert manifest["epoch"] == 2 and set(manifest["files"]) >= {"last.pt", "best.pt", "history.json", "config.json"}
+    assert RunDir(out).load("best")["run_id"] == manifest["run_id"]  # its old best.pt joined the run
 
 
 def test_a_run_without_its_manifest_still_resumes(copy, capsys):

@@ -859,6 +859,15 @@ class RunDir:
         if kind == "run" and m.get("run_id") is not None:
             self.write_manifest(m["run_id"], m.get("epoch"), m.get("config"), {**m["files"], name: sha256_bytes(data)})
 
+    def _adopt_best(self, best: dict, run_id: str | None) -> dict | None:
+        """best.pt of a run of an earlier format (no run id, no checksum) given this run's and saved again."""
+        if best.get(CHECKSUM) is not None or not run_id:
+            return None
+        best["run_id"] = run_id
+        best[CHECKSUM] = payload_sha256(best)
+        self.save_best(best)
+        return best
+
     def commit(self, ckpt: dict, best: dict | None, history: History, config: dict, write_config: bool) -> None:
         """Commit an epoch: last.pt, the manifest (with the checksums of the files that follow), best.pt (when
         ``best``), metrics.csv, history.json and with ``write_config`` config.json. A kill between two writes
@@ -871,13 +880,11 @@ class RunDir:
         files[LAST] = ckpt[CHECKSUM]
         if best is None and kind == "absent" and self.has(BEST):  # a run of an earlier format: its best.pt joins
             try:
-                old_best = load_checkpoint(self.path / BEST)
+                adopted = self._adopt_best(load_checkpoint(self.path / BEST), ckpt.get("run_id"))
             except ValueError:
-                old_best = None
-            if old_best is not None and old_best.get(CHECKSUM) is None:
-                old_best["run_id"] = ckpt.get("run_id")
-                old_best[CHECKSUM] = files[BEST] = payload_sha256(old_best)
-                self.save_best(old_best)
+                adopted = None
+            if adopted is not None:
+                files[BEST] = adopted[CHECKSUM]
         if best is not None:
             best[CHECKSUM] = files[BEST] = payload_sha256(best)
         csv, hist = metrics_csv(history).encode("utf-8"), json_bytes(history.to_dict())
@@ -982,6 +989,8 @@ class RunDir:
             fixed.append(BEST)
         elif best is None and replacing:
             (self.path / BEST).unlink(missing_ok=True)
+        elif best is not None and self._adopt_best(best, ckpt.get("run_id")) is not None:
+            fixed.append(BEST)
         try:
             config = self.read_json(CONFIG, verify=False)
         except (OSError, ValueError):
@@ -993,8 +1002,8 @@ class RunDir:
             files = {n: h for n, h in ((m or {}).get("files") or {}).items() if n in (METRICS, LR_FINDER)}
             files.update({LAST: ckpt[CHECKSUM], HISTORY: sha256_bytes((self.path / HISTORY).read_bytes()),
                           METRICS_CSV: sha256_bytes((self.path / METRICS_CSV).read_bytes())})
-            if best is not None:
-                files[BEST] = best.get(CHECKSUM)
+            if best is not None and best.get(CHECKSUM):
+                files[BEST] = best[CHECKSUM]
             if self.has(CONFIG):
                 files[CONFIG] = sha256_bytes((self.path / CONFIG).read_bytes())
             wanted = {"run_id": ckpt["run_id"], "epoch": ckpt["epoch"], "files": dict(sorted(files.items()))}
