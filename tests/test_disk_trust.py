@@ -598,3 +598,25 @@ def test_workers_beyond_the_bound_are_refused_at_parsing(capsys, workers):
     with pytest.raises(SystemExit) as info:
         cli.main([*TRAIN, "--workers", workers])
     assert info.value.code == 2 and "argument --workers" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- a vanished folder ---
+
+@pytest.mark.parametrize("after", [1, 2], ids=["after-epoch-1", "after-the-last-epoch"])
+def test_a_run_folder_removed_during_the_run_is_noticed_not_recreated(tmp_path, monkeypatch, capsys, after):
+    from woollylib.training import Trainer
+
+    out = tmp_path / "run"
+    real = Trainer.run_epoch
+
+    def run_epoch_then_remove(self, epoch):
+        figures = real(self, epoch)
+        if epoch == after:
+            shutil.rmtree(out)  # another shell, a cleanup script, a synced folder
+        return figures
+
+    monkeypatch.setattr(Trainer, "run_epoch", run_epoch_then_remove)
+    assert train(out) == 2
+    err = capsys.readouterr().err
+    assert f"the run folder {out} was removed or moved during the run" in err and "went with it" in err
+    assert not out.exists()  # no partial folder that would pass for the run

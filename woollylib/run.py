@@ -824,7 +824,9 @@ class RunDir:
              "model": (config or {}).get("model"), "files": dict(sorted(files.items())), "config": config}
         if next_run_id:
             m["next_run_id"] = next_run_id
-        return atomic_write_json(jsonable(m), self.path / MANIFEST)
+        path = atomic_write_json(jsonable(m), self.path / MANIFEST)
+        self._manifest_written = True  # from now on a missing manifest means the folder went away
+        return path
 
     def start(self, run_id: str, config: dict) -> None:
         """The marker of a fresh run: manifest.json (epoch 0, the config inside), then config.json."""
@@ -859,6 +861,12 @@ class RunDir:
         if kind == "run" and m.get("run_id") is not None:
             self.write_manifest(m["run_id"], m.get("epoch"), m.get("config"), {**m["files"], name: sha256_bytes(data)})
 
+    def _vanished(self, lost: str):
+        """The run folder was removed (or moved) while the run wrote it: stop, and never recreate a partial one."""
+        raise FileNotFoundError(f"the run folder {self.path} was removed or moved during the run ({lost}); nothing "
+                                "more is written, so no partial folder passes for the run: restore the folder and "
+                                "--resume (resume=True), or start again with another --out/out_dir")
+
     def _adopt_best(self, best: dict, run_id: str | None) -> dict | None:
         """best.pt of a run of an earlier format (no run id, no checksum) given this run's and saved again."""
         if best.get(CHECKSUM) is not None or not run_id:
@@ -873,6 +881,11 @@ class RunDir:
         ``best``), metrics.csv, history.json and with ``write_config`` config.json. A kill between two writes
         leaves last.pt, which carries everything the others are repaired from (``repair``)."""
         kind, old = self._manifest_state()
+        if not self.path.is_dir() or (kind == "absent" and getattr(self, "_manifest_written", False)):
+            done = ckpt["epoch"] - 1
+            self._vanished(f"epoch {ckpt['epoch']} is not saved, and " + (
+                f"the files of epochs 1-{done} went with it" if done > 1 else
+                "the files of epoch 1 went with it" if done == 1 else "no epoch had been saved yet"))
         same = kind == "run" and old.get("run_id") == ckpt.get("run_id")
         files = {n: h for n, h in (old["files"].items() if same else ()) if n in (METRICS, LR_FINDER, BEST)}
         ckpt[CHECKSUM] = payload_sha256(ckpt)
@@ -1172,6 +1185,8 @@ class RunDir:
         return history.save(self.path / HISTORY)
 
     def write_metrics(self, summary: dict) -> Path:
+        if not self.path.is_dir():
+            self._vanished("metrics.json is not written; the epochs saved there went with it")
         data = json_bytes(jsonable(summary))
         path = atomic_write_bytes(data, self.path / METRICS)
         self._record(METRICS, data)
