@@ -10,6 +10,8 @@
 
 Files of a run (every one written atomically: temp file in the folder, fsync, ``os.replace``):
 
+    manifest.json    the marker of a run: its id, the epoch, the model spec and the sha256 of every file read
+                     back (written right after last.pt; checkpoints also carry a checksum of their own content)
     config.json      settings, model spec, data description, resolved device/precision
     last.pt          model, optimizer, scheduler, scaler, epoch, history, RNG states, config
     best.pt          weights of the best epoch (highest validation accuracy with a validation split,
