@@ -253,9 +253,11 @@ def test_compare_unmatched_seeds_datasets_and_val_keys(grid, tmp_path):
     cfg = json.loads((other / "config.json").read_text())
     cfg["data"]["name"] = "cifar10"
     (other / "config.json").write_text(json.dumps(cfg))
+    (other / "manifest.json").unlink()  # a hand-edited run: checked no more (as a run of an earlier format)
     m = json.loads((a / "plain" / "seed-0" / METRICS).read_text())  # the validation keys, when present
     m.update(protocol="validation", val_chosen_test_acc=42.0, final_test_acc=40.0)
     (a / "plain" / "seed-0" / METRICS).write_text(json.dumps(m))
+    (a / "plain" / "seed-0" / "manifest.json").unlink()
     md = ex.compare([a, other], out=tmp_path / "cmp", verbose=False)
     text = md.read_text()
     assert "different datasets" in text and "## Dataset: digits" in text and "## Dataset: cifar10" in text

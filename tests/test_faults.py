@@ -5,6 +5,8 @@ import errno
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -74,8 +76,9 @@ def straight(tmp_path_factory):
 def test_a_kill_at_every_write_boundary_resumes_to_the_uninterrupted_result(straight, faults, tmp_path, monkeypatch):
     expected, boundaries = straight
     assert expected[2] == 2  # best.pt moved in every epoch
-    # 3 per write: the marker, 2 epochs x (last, best, metrics.csv, history), metrics
-    assert boundaries == 3 * (1 + 2 * 4 + 1)
+    # 3 per write: the marker (manifest, config), 2 epochs x (last, manifest, best, metrics.csv, history), metrics
+    # and its checksum in the manifest
+    assert boundaries == 3 * (2 + 2 * 5 + 2)
     for at in range(1, boundaries + 1):
         out = tmp_path / f"kill-{at}"
         faults(at)
@@ -93,7 +96,8 @@ def test_kill_in_epoch_one_of_an_overwrite_keeps_a_resumable_run(straight, fault
     out = tmp_path / "run"
     assert train(out, "--epochs", "1") == 0
     (out / "lr_finder.json").write_text("{}")  # a result of the old run the new one does not make
-    faults(3)  # right after the new run's epoch 1 last.pt: the old run's other files are still there
+    faults(6)  # right after the new run's epoch 1 last.pt (after the manifest names it): the old run's other files
+    # are still there
     with pytest.raises(SimulatedCrash):
         train(out, "--overwrite")
     os.environ.pop(FAULT_ENV)
@@ -142,7 +146,7 @@ def test_overwrite_removes_exactly_the_files_of_the_run(tmp_path):
         (out / name).write_text("old")
     assert train(out, "--epochs", "1", "--overwrite") == 0
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "history.json", "last.pt",
-                                                    "metrics.csv", "metrics.json"]
+                                                    "manifest.json", "metrics.csv", "metrics.json"]
 
 
 def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path, capsys):
@@ -151,14 +155,20 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_pa
     out = tmp_path / "run"
     out.mkdir()
     lock = out / ".woollylib.lock"
-    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))  # a live process
-    assert train(out) == 2
-    err = capsys.readouterr().err
-    assert "being written by another woollylib process" in err and str(os.getppid()) in err
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a live writer
+    try:
+        lock.write_text(json.dumps({"pid": writer.pid, "host": socket.gethostname(),
+                                    "started": run_module._start_time(writer.pid)}))
+        assert train(out) == 2
+        err = capsys.readouterr().err
+        assert "being written by another woollylib process" in err and str(writer.pid) in err and "rm '" in err
+    finally:
+        writer.kill()
+        writer.wait()
     dead = 2**22 + 12345  # above the default pid_max: no such process
     lock.write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
     assert train(out, "--epochs", "1") == 0
-    assert f"taking over the lock of process {dead}" in capsys.readouterr().out and not lock.exists()
+    assert f"process {dead}, which is no longer running" in capsys.readouterr().out and not lock.exists()
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS, errno.EACCES])
@@ -193,15 +203,18 @@ def test_no_room_or_no_write_permission_is_found_before_the_first_epoch(tmp_path
 
 
 @pytest.mark.parametrize("content", ["null", "[]", '{"cli": []}', "{}", b"\xff\xfe\x00\x01"])
-def test_damaged_config_names_itself(tmp_path, capsys, content):
+def test_damaged_config_names_itself_and_resume_repairs_it(tmp_path, capsys, content):
     out = tmp_path / "run"
     assert train(out, "--epochs", "1") == 0
-    (out / "last.pt").unlink()
     path = out / "config.json"
+    good = path.read_bytes()
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    code = train(out, "--resume")
+    code = cli.main(["report", str(out), "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 2 and "config.json" in err and "Traceback" not in err
+    assert code == 2 and "config.json" in err and "--resume" in err and "Traceback" not in err
+    assert not (out / "report.md").exists() and not (out / "curves.png").exists()
+    assert train(out, "--resume", "--epochs", "1") == 0
+    assert path.read_bytes() == good
 
 
 def test_last_pt_without_epoch_names_itself_and_the_way_out(tmp_path, capsys):
@@ -212,7 +225,16 @@ def test_last_pt_without_epoch_names_itself_and_the_way_out(tmp_path, capsys):
     torch.save(ckpt, out / "last.pt")
     assert train(out, "--resume") == 2
     err = capsys.readouterr().err
-    assert "last.pt" in err and "delete it" in err
+    assert "last.pt is damaged" in err and "--overwrite" in err  # its own checksum no longer matches
+    del ckpt["sha256"]
+    torch.save(ckpt, out / "last.pt")
+    assert train(out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "last.pt lacks ['epoch']" in err and "--overwrite" in err
+    ckpt["epoch"] = 1  # a checkpoint without a checksum (an earlier format) in a run with a manifest
+    torch.save(ckpt, out / "last.pt")
+    assert train(out, "--resume") == 2
+    assert "last.pt carries no run id and checksum" in capsys.readouterr().err
 
 
 def test_stale_temp_files_are_removed_and_files_follow_the_umask(tmp_path):

@@ -2,7 +2,6 @@
 in tests/data/runs_v1, today's format in tests/data/runs_v2) with the same model spec, data and settings."""
 
 import json
-import os
 import shutil
 import socket
 from pathlib import Path
@@ -97,10 +96,21 @@ def test_todays_run_folder_resumes_to_the_uninterrupted_history(tmp_path):
 def test_a_second_writer_is_refused_by_the_recipe(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / ".woollylib.lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
-    recipe = Recipe.from_flat(model="compact", model_opt={"width": 8}, out_dir=str(out), **TINY)
-    with pytest.raises(FileExistsError, match="being written by another woollylib process"):
-        recipe.train("cpu")
+    import subprocess
+    import sys
+
+    from woollylib.run import _start_time
+
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a live writer
+    try:
+        (out / ".woollylib.lock").write_text(json.dumps({"pid": writer.pid, "host": socket.gethostname(),
+                                                         "started": _start_time(writer.pid)}))
+        recipe = Recipe.from_flat(model="compact", model_opt={"width": 8}, out_dir=str(out), **TINY)
+        with pytest.raises(FileExistsError, match="being written by another woollylib process"):
+            recipe.train("cpu")
+    finally:
+        writer.kill()
+        writer.wait()
     assert sorted(p.name for p in out.iterdir()) == [".woollylib.lock"]  # nothing written
 
 

@@ -32,7 +32,11 @@ def test_holds_run_and_check_fresh(tmp_path):
     assert run.holds_run() == []
     run.check_fresh()
     run.write_history(History(train_loss=[1.0], train_acc=[50.0], test_loss=[1.0], test_acc=[50.0]))
-    assert run.holds_run() == ["history.json"]
+    assert run.holds_run() == []  # a file name proves nothing: history.json alone is a foreign file
+    with pytest.raises(FileExistsError, match="did not write.*history.json"):
+        run.check_fresh(overwrite=True)
+    run.start("0123456789abcdef", {"format": "woollylib-run", "version": 2, "model": {}, "settings": {}})
+    assert run.holds_run() == ["manifest.json", "config.json", "history.json"]
     with pytest.raises(FileExistsError, match="already holds a run.*resume=True"):
         run.check_fresh()
     with pytest.raises(FileExistsError, match="--resume.*--overwrite.*--out"):

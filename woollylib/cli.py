@@ -367,6 +367,11 @@ def _resolve_resume(args: argparse.Namespace, out: Path) -> argparse.Namespace:
     from .run import LAST, RunDir
 
     run = RunDir(out)
+    try:
+        run.manifest()  # a damaged manifest is named, not taken for "no run"
+        run.check_links()
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--resume: {exc}") from exc
     if not run.is_run():
         raise CLIError(f"--resume: {out} holds no woollylib run (no checkpoint {LAST}, no config.json); start a fresh run "
                        "without --resume")
@@ -528,6 +533,10 @@ def find_lr(args: argparse.Namespace) -> int:
     from .scheduler import find_lr as range_test
 
     args = _fill_defaults(args, train_defaults())
+    if args.out_dir:  # refused before the test runs: a run folder, or files woollylib did not write
+        from .run import LR_FINDER, LR_FINDER_PNG, check_outputs
+
+        check_outputs(args.out_dir, (LR_FINDER, LR_FINDER_PNG), "find-lr")
     recipe = _recipe(args)
     device = resolve_device(args.device)
     print(f"Using device: {device}")

@@ -77,6 +77,21 @@ def positive_int(text: str) -> int:
     return _number(text, positive=True, integer=True)
 
 
+def max_workers() -> int:
+    """The most DataLoader worker processes a run may start: 2 per CPU core, at least 4."""
+    import os
+
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: 0 (load in the main process) up to ``max_workers()``."""
+    value = _number(text, positive=False, integer=True)
+    if value > max_workers():
+        raise argparse.ArgumentTypeError(f"must be at most {max_workers()} (2 per CPU core), got {text}")
+    return value
+
+
 def fraction_or_count(text: str) -> float | int:
     """``--val-split``: a fraction such as 0.1 or a count such as 5000."""
     from .preloading.split import check_val_split
@@ -193,7 +208,8 @@ class DataConfig:
     augment: str = setting("auto", "train augmentation: cifar = pad-4 crop + flip + 16px cutout; crop = pad-2 "
                                    "crop only; auto = none for digits (flips and cutout destroy digits), cifar "
                                    "otherwise", choices=["auto", "cifar", "crop", "none"])
-    workers: int | None = setting(None, "DataLoader worker processes (default: the loader's)", parse=int)
+    workers: int | None = setting(None, "DataLoader worker processes (default: the loader's; at most 2 per CPU "
+                                        "core)", parse=worker_count)
     val_split: float | int | None = setting(None, "hold out this fraction (0.1) or count (5000) of the training "
                                                   "images, stratified by class, for validation: best.pt, the "
                                                   "plateau schedule and early stopping then watch it, never the "
@@ -288,6 +304,43 @@ def default_of(group, name: str, cli: bool = False):
     if cli and f.metadata.get("cli_default", MISSING) is not MISSING:
         return f.metadata["cli_default"]
     return f.default_factory() if f.default is MISSING else f.default
+
+
+def check_saved(settings: dict, where: str) -> None:
+    """Settings read back from a file (``where``: config.json, last.pt) checked as their CLI flags check them,
+    and a saved data_dir that climbs out with '..' refused; errors name the file and the field."""
+    if not isinstance(settings, dict):
+        raise ValueError(f"{where}: 'settings' must be a JSON object")  # noqa: TRY004
+    for key, group in GROUPS.items():
+        saved = settings.get(key) or {}
+        if not isinstance(saved, dict):
+            raise ValueError(f"{where}: field 'settings.{key}' must be a JSON object, got {type(saved).__name__}")  # noqa: TRY004
+        for f in fields(group):
+            value, meta = saved.get(f.name), f.metadata
+            if value is None or meta.get("cli") == "none" or f.name == "out_dir":
+                continue
+            problem = None
+            if meta.get("cli") == "switch":
+                problem = None if isinstance(value, bool) else "must be true or false"
+            elif meta.get("choices") and key != "schedule":  # a notebook run records its scheduler instance's kind
+                shown = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+                if shown not in meta["choices"] and not (f.name == "compile" and value is None):
+                    problem = f"must be one of {', '.join(meta['choices'])}"
+            elif meta.get("parse"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    problem = "must be a number"
+                else:
+                    try:
+                        meta["parse"](str(value))
+                    except (argparse.ArgumentTypeError, ValueError) as exc:
+                        text = str(exc).split(", got")[0]
+                        problem = "must be " + text.removeprefix("expected ") if text.startswith("expected ") \
+                            else text
+            if f.name == "data_dir" and (not isinstance(value, str) or ".." in value.replace("\\", "/").split("/")):
+                problem = "must be a folder path without '..' (a saved path never climbs out); pass --data-dir DIR"
+            if problem:
+                raise ValueError(f"{where}: field 'settings.{key}.{f.name}' {problem}, got {value!r}; fix it (the "
+                                 "command line checks the same) or start a fresh run")
 
 
 def cli_defaults() -> dict:

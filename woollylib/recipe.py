@@ -93,15 +93,28 @@ def load_data(data, device=None, seed: int | None = 0, *, augment: bool = True,
 
 # ------------------------------------------------------------------------------------ results ---
 
-def save_lr_finder(result, out) -> None:
-    """``OUT/lr_finder.json`` (the curve and suggestion, read by the report) and ``OUT/lr_finder.png``."""
-    from .run import LR_FINDER
-    from .utils.visualize import plot_lr_finder
+def save_lr_finder(result, out, *, in_run: bool = False) -> None:
+    """``OUT/lr_finder.json`` (the curve and suggestion, read by the report) and ``OUT/lr_finder.png``:
+    ``in_run``, as a file of the run in OUT (``train --find-lr``); else (``find-lr --out``) never into a run
+    folder and never over a file woollylib did not write there."""
+    from .run import (
+        LR_FINDER,
+        LR_FINDER_PNG,
+        check_outputs,
+        figure_bytes,
+        lr_finder_bytes,
+        write_outputs,
+    )
+    from .utils.visualize import plot_lr_finder, release
 
     run = RunDir(out)
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_lr_finder(result)
-    png = run.save_figure(plot_lr_finder(result), "lr_finder")
+    if in_run:
+        run.write_lr_finder(result)
+        png = run.save_figure(plot_lr_finder(result), "lr_finder")
+    else:
+        check_outputs(run.path, (LR_FINDER, LR_FINDER_PNG), "find-lr")
+        png = write_outputs(run.path, {LR_FINDER: lr_finder_bytes(result),
+                                       LR_FINDER_PNG: figure_bytes(release(plot_lr_finder(result)))})[1]
     print(f"wrote {run / LR_FINDER} and {png}")
 
 
@@ -115,7 +128,7 @@ class _RecipeResults(RunResults):
     def on_fit_end(self, trainer):
         super().on_fit_end(trainer)
         if self.found is not None and self.summary is not None:
-            save_lr_finder(self.found, trainer.run_dir.path)
+            save_lr_finder(self.found, trainer.run_dir.path, in_run=True)
 
 
 @dataclass
@@ -264,6 +277,12 @@ class Recipe:
         # the last 2-D weight is the classifier: (num_classes, features)
         num_classes = self.model.num_classes or [v for v in state.values() if getattr(v, "ndim", 0) == 2][-1].shape[0]
         model = self.build_model(num_classes)
+        from .resume import state_dict_mismatch
+
+        mismatch = state_dict_mismatch(model.state_dict(), state)
+        if mismatch:
+            raise ValueError(f"{run / (weights + '.pt')} holds another model than the run's config.json "
+                             f"({self.model.name} {self.model.options}): {mismatch}; put the run's own checkpoint back")
         model.load_state_dict(state)
         model.to(device).eval()
         epoch = ckpt.get("epoch")

@@ -258,6 +258,8 @@ def write_report(
     from .run import ModelSpec
 
     r = _Report(run_dir, n_misclassified)
+    if model is None and weights in ("last", "best") and r.run.has(f"{weights}.pt"):
+        r.run.load(weights)  # a damaged or foreign checkpoint is refused before any figure is replaced
     model_name = (r.config.get("model") or {}).get("name") or (ModelSpec.of(model).name if model is not None else None)
     r.file_figures()
     model, data = r.model_and_data(model, data, device, weights, data_root)
@@ -284,9 +286,11 @@ class _Report:
                 f"{self.run.path} holds no {HISTORY}; point write_report at a run directory "
                 "(woollylib train --out DIR, or train_test_loop(..., out_dir=DIR))"
             )
+        self.run.check_links()  # every file it reads is checked before any figure is replaced
         self.history = self.run.read_history()
         self.config = self.run.read_config(required=False) or {}
         self.metrics_json = self.run.read_metrics()
+        self.lr_json = self.run.read_lr_finder()
         self.n = n_misclassified
         self.made: dict[str, Path] = {}
         self.skipped: list[str] = []
@@ -308,7 +312,7 @@ class _Report:
         h = self.history
         if h.train_loss:
             self.attempt("curves", lambda: viz.plot_history(h, title=f"Training curves: {self.run.path.name}"))
-        lr_json = self.run.read_lr_finder()
+        lr_json = self.lr_json
         if lr_json:
             self.attempt("lr_finder", lambda: viz.plot_lr_finder(lr_json))
         if h.lr:

@@ -13,7 +13,15 @@ import random
 import numpy as np
 import torch
 
-from .run import CHECKPOINT_VERSION, CONFIG, LAST, History, upgrade_config
+from .run import (
+    CHECKPOINT_VERSION,
+    CONFIG,
+    LAST,
+    History,
+    check_config,
+    new_run_id,
+    upgrade_config,
+)
 
 __all__ = ["check_run_dir", "check_same_run", "checkpoint", "prepare_run_dir", "restore", "rng_for_rank", "rng_state", "seed_or_restore_rng",
            "set_rng_state", "state_dict_mismatch"]
@@ -86,6 +94,7 @@ def checkpoint(trainer, epoch: int, rng_ranks: list | None = None) -> dict:
         "history": trainer.history.to_dict(),
         "rng": rng_state(),
         "config": trainer.config,
+        "run_id": trainer.run_id,
         **extra,
     }
 
@@ -182,12 +191,14 @@ def seed_or_restore_rng(trainer) -> None:
 
 
 def check_run_dir(trainer) -> dict | None:
-    """Validate resume/overwrite against ``out_dir``; the checkpoint to resume from, if any."""
+    """Validate resume/overwrite against ``out_dir`` (the files a resume reads are checked against the run's
+    manifest); the checkpoint to resume from, if any. Sets ``trainer.run_id``."""
     s = trainer.settings
     if s.run.resume == "auto":  # continue the run in out_dir if there is one, else start it
         if trainer.run_dir is None:
             raise ValueError("resume='auto' needs out_dir=<the run directory>")
         s.run.resume = trainer.run_dir.is_run()
+    trainer.run_id = new_run_id()
     if s.run.resume and trainer.run_dir is None:
         raise ValueError(f"resume=True needs out_dir=<the run directory that holds {LAST}>")
     if s.run.resume and s.run.overwrite:
@@ -196,13 +207,25 @@ def check_run_dir(trainer) -> dict | None:
         if trainer.run_dir is not None:
             trainer.run_dir.check_fresh(s.run.overwrite)
         return None
-    if not trainer.run_dir.has(LAST) and trainer.run_dir.holds_run() == [CONFIG]:
+    run = trainer.run_dir
+    manifest = run.manifest()  # a damaged manifest is named here
+    run.check_links()
+    if not run.has(LAST) and manifest is not None and (manifest.get("epoch") or 0) > 0:
+        raise FileNotFoundError(
+            f"{run / LAST} is missing, and {run / 'manifest.json'} records epoch {manifest['epoch']}: the run cannot "
+            "continue without it; put it back, or start a fresh run (overwrite=True / --overwrite)")
+    if not run.has(LAST) and run.is_run():
         # the run started but completed no epoch: it begins again with its saved settings
-        saved = trainer.run_dir.read_config()["settings"]
-        _fill_from_saved(trainer, saved)
+        _fill_from_saved(trainer, run.resume_config()["settings"])
+        trainer.run_id = run.run_id_of(None) or trainer.run_id
         return None
-    ckpt = trainer.run_dir.load("last", map_location=trainer.device)
-    _fill_from_saved(trainer, upgrade_config(ckpt.get("config") or {})["settings"])
+    ckpt = run.load("last", map_location=trainer.device)
+    if manifest is None and trainer.verbose:
+        print(f"note: {run.path} is a run of an earlier woollylib (no manifest.json): its files are not checked "
+              "against checksums; from its next epoch on they are")
+    saved = check_config(upgrade_config(ckpt.get("config") or {}), f"the config in {run / LAST}")
+    _fill_from_saved(trainer, saved["settings"])
+    trainer.run_id = run.run_id_of(ckpt) or trainer.run_id
     return ckpt
 
 
@@ -216,10 +239,14 @@ def _fill_from_saved(trainer, saved: dict) -> None:
 
 def prepare_run_dir(trainer) -> None:
     """Under the lock, before the first epoch: refuse what changed since construction, clean up,
-    check room, write the marker of a fresh run or repair a resumed one."""
+    check room, write the marker of a fresh run (or announce the run replacing an old one) or repair a
+    resumed one."""
     run = trainer.run_dir
-    if trainer.start_epoch == 0 and not trainer._saved and not trainer.resume:
+    fresh = trainer.start_epoch == 0 and not trainer._saved
+    if fresh and not trainer.resume:
         run.check_fresh(trainer.overwrite)  # another writer may have started since __init__
+    else:
+        run.check_links()
     run.clean_temp()
     size = sum(t.numel() * t.element_size() for t in trainer.model.state_dict().values() if torch.is_tensor(t))
     run.preflight(2 * size + 2**20)  # weights + optimizer state (momentum) + the rest
@@ -228,6 +255,9 @@ def prepare_run_dir(trainer) -> None:
         if fixed and trainer.verbose:
             print(f"repaired {', '.join(fixed)} from {run / LAST} (epoch {trainer._resume_ckpt['epoch']})")
         trainer._resume_ckpt = None
-    elif trainer.start_epoch == 0 and not trainer._saved and not trainer.overwrite and not run.has(CONFIG):
-        run.write_config(trainer.config)  # the marker: this folder is a woollylib run from now on
-        trainer._marker_written = True
+    elif fresh and trainer.overwrite:
+        if run.is_run():
+            run.announce(trainer.run_id)
+    elif fresh and not run.has(LAST) and (not trainer.resume or not run.has(CONFIG) or run.manifest() is None):
+        run.start(trainer.run_id, trainer.config)  # the marker: this folder is a woollylib run from now on
+        trainer._marker_written = not trainer.resume

@@ -46,6 +46,7 @@ from .run import (
     CONFIG_VERSION,
     HISTORY,
     LAST,
+    MANIFEST,
     METRICS_CSV,
     TENSORBOARD,
     History,
@@ -537,18 +538,15 @@ class Trainer:
             self.dist.barrier()
             return
         with self._signals.holding():  # an interrupt waits until the files are consistent
-            first_save = not self._saved
             run = self.run_dir
-            run.save_last(self.checkpoint(epoch, rng_ranks))
+            write_config = not self._saved and not getattr(self, "_marker_written", False)
+            best = best_checkpoint(self.model.state_dict(), epoch, self.history, self.config, self.run_id) \
+                if is_best else None
+            run.commit(self.checkpoint(epoch, rng_ranks), best, self.history, self.config, write_config)
             self._saved, self._saved_epoch = True, epoch
-            if is_best:
-                run.save_best(best_checkpoint(self.model.state_dict(), epoch, self.history, self.config))
-            run.write_history(self.history)
-            if first_save and not getattr(self, "_marker_written", False):
-                run.write_config(self.config)
-                if self.overwrite and not self.resume:  # what is left of the replaced run is stale now
-                    run.remove_run_files(keep=(CONFIG, LAST, HISTORY, METRICS_CSV, TENSORBOARD)
-                                         + ((BEST,) if is_best else ()))
+            if write_config and self.overwrite and not self.resume:  # what is left of the replaced run is stale now
+                run.remove_run_files(keep=(CONFIG, LAST, HISTORY, METRICS_CSV, MANIFEST, TENSORBOARD)
+                                     + ((BEST,) if is_best else ()))
         self.dist.barrier()
 
     # ---- the loop
@@ -581,8 +579,11 @@ class Trainer:
                 for hook in self.hooks:
                     hook.on_stop(self, exc)
                 crashed = isinstance(exc, SimulatedCrash)  # stands for a kill: nothing is cleaned up
-                if getattr(self, "_marker_written", False) and not self._saved and not crashed:
-                    self.run_dir.remove_marker()  # no epoch done: leave the folder as it was
+                if self.run_dir is not None and not self._saved and not crashed and self.dist.is_writer:
+                    if getattr(self, "_marker_written", False) and not self.run_dir.has(LAST):
+                        self.run_dir.remove_marker()  # no epoch done: leave the folder as it was
+                    elif self.overwrite and not self.resume:
+                        self.run_dir.withdraw()  # the old run stays the folder's run
                 raise
 
     def _fit_epochs(self, end: int) -> History:

@@ -129,17 +129,15 @@ def _per_class_plot(groups: dict[str, list[dict]], classes: list[str], title: st
     return fig
 
 
-def _save_png(fig, path: Path) -> Path:
-    import io
+def _save_png(fig, name: str, files: dict) -> None:
+    """Keep the figure's PNG bytes under ``name`` in ``files`` (written together, after the checks)."""
+    from ..run import figure_bytes
+    from ..utils.visualize import release
 
-    from ..run import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", facecolor="white")
-    return atomic_write_bytes(buf.getvalue(), path)
+    files[name] = figure_bytes(release(fig), dpi="figure")
 
 
-def _section(groups, baseline, tag: str, out: Path, lines: list[str], verbose_name: str) -> None:
+def _section(groups, baseline, tag: str, files: dict, lines: list[str], verbose_name: str) -> None:
     groups = {baseline: groups[baseline], **{k: v for k, v in groups.items() if k != baseline}}  # baseline first
     names = list(groups)
     differ = [k for k in _differing(groups) if k != "dataset"]
@@ -201,14 +199,14 @@ def _section(groups, baseline, tag: str, out: Path, lines: list[str], verbose_na
     if notes:
         lines += ["Unmatched seeds:", ""] + notes + [""]
     curves = CURVES_PNG.format(tag)
-    _save_png(_band_plot(groups, verbose_name), out / curves)
+    _save_png(_band_plot(groups, verbose_name), curves, files)
     lines += ["### Curves", "", f"![training curves]({curves})", ""]
     all_runs = [r for runs in groups.values() for r in runs]
     if all(r["per_class_accuracy"] for r in all_runs):
         classes = list(all_runs[0]["per_class_accuracy"])
         if all(list(r["per_class_accuracy"]) == classes for r in all_runs):
             png = PER_CLASS_PNG.format(tag)
-            _save_png(_per_class_plot(groups, classes, verbose_name), out / png)
+            _save_png(_per_class_plot(groups, classes, verbose_name), png, files)
             lines += ["### Per class", "", f"![per-class accuracy]({png})", ""]
 
 
@@ -220,7 +218,7 @@ def compare(paths, out=None, baseline: str | None = None, *, verbose: bool = Tru
     given, else ``./compare``); ``baseline``: the configuration the others are measured against
     (default the first). Runs of different datasets are compared within each dataset.
     """
-    from ..run import RunDir, atomic_write_bytes
+    from ..run import RunDir, check_outputs, write_outputs
 
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
@@ -232,6 +230,7 @@ def compare(paths, out=None, baseline: str | None = None, *, verbose: bool = Tru
     out = Path(out)
     if RunDir(out).is_run():
         raise SweepError(f"{out} is a run folder; write the comparison elsewhere (--out DIR)")
+    files: dict[str, bytes] = {}
     groups = _groups(records)
     if baseline is not None and baseline not in groups:
         raise SweepError(f"no configuration named {baseline!r}; the configurations are: {', '.join(groups)}")
@@ -243,7 +242,6 @@ def compare(paths, out=None, baseline: str | None = None, *, verbose: bool = Tru
                 by_data.setdefault(d, {})[f"{name} ({d})"] = [r for r in runs if r["dataset"] == d]
         else:
             by_data.setdefault(next(iter(datasets)), {})[name] = runs
-    out.mkdir(parents=True, exist_ok=True)
     lines = ["# Comparison", "",
              f"{len(groups)} configuration(s), {len(records)} run(s), from " + ", ".join(f"`{p}`" for p in paths) + ".", ""]
     if missing:
@@ -258,13 +256,15 @@ def compare(paths, out=None, baseline: str | None = None, *, verbose: bool = Tru
         base = base or next(iter(g))
         tag = "" if len(by_data) == 1 else "-" + re.sub(r"[^A-Za-z0-9._-]", "-", str(d))
         lines += [f"## Dataset: {d}", ""] if len(by_data) > 1 else []
-        _section(g, base, tag, out, lines, f"{d}" if d else "runs")
+        _section(g, base, tag, files, lines, f"{d}" if d else "runs")
     text = "\n".join(lines)
     linked = re.findall(r"\]\(([^)]+)\)", text)
-    missing_links = [x for x in linked if not (out / x).is_file()]
+    missing_links = [x for x in linked if x not in files]
     if missing_links:  # every link must point at a file that exists
         raise RuntimeError(f"compare.md would link missing files {missing_links}")
-    path = atomic_write_bytes(text.encode("utf-8"), out / COMPARE_FILE)
+    files[COMPARE_FILE] = text.encode("utf-8")
+    check_outputs(out, files, "compare")  # never over a file woollylib did not write there
+    path = write_outputs(out, files)[-1]
     if verbose:
         print(f"wrote {path} ({len(groups)} configurations, {len(records)} runs)")
     return path
