@@ -317,8 +317,8 @@ def check_saved(settings: dict, where: str) -> None:
             raise ValueError(f"{where}: field 'settings.{key}' must be a JSON object, got {type(saved).__name__}")  # noqa: TRY004
         for f in fields(group):
             value, meta = saved.get(f.name), f.metadata
-            if value is None or meta.get("cli") == "none" or f.name == "out_dir":
-                continue
+            if value is None or meta.get("cli") == "none" or f.name in ("out_dir", "resume", "overwrite"):
+                continue  # how a run was started, not what it is
             problem = None
             if meta.get("cli") == "switch":
                 problem = None if isinstance(value, bool) else "must be true or false"
