@@ -289,5 +289,7 @@ def session(device=None, backend: str | None = "auto", timeout_s: float = DEFAUL
     dist = setup(device, backend, timeout_s, environ)
     try:
         yield dist
+        if dist.owned and dist.active:  # every rank done before the group goes: gloo aborted a rank torn down
+            dist.barrier()              # while the other still used the group (seen once under load)
     finally:
         dist.close()
